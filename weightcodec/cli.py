@@ -1,0 +1,294 @@
+"""``wcodec``: the command line. Click commands and presentation only; the work is in api.py."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__
+from .api import EncodeReport, decode, encode, read_header
+from .backends import available_backends
+from .config import (
+    CHROMA_FORMATS,
+    DEFAULT_GUARD_SQNR_DB,
+    GRANULARITIES,
+    X265_PRESETS,
+    EncodeConfig,
+    HevcSettings,
+    QuantSettings,
+    parse_assignment,
+)
+from .errors import ConfigError, WeightcodecError
+from .modelio import save_torch
+
+# Wide tables when piped (rich assumes 80 columns without a terminal).
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+out = Console(width=None if sys.stdout.isatty() else 160)
+
+
+class UserError(click.ClickException):
+    """One clear line on stderr, exit status 1."""
+
+    def show(self, file=None) -> None:  # noqa: ARG002 - click's signature
+        console.print(f"[bold red]error:[/] {self.message}", highlight=False)
+
+
+def _run(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except WeightcodecError as exc:
+        raise UserError(str(exc)) from None
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]: nothing was written")
+        sys.exit(130)
+
+
+def _progress(quiet: bool, description: str):
+    if quiet:
+        return None, None
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+                   TextColumn("{task.fields[layer]}"), TimeElapsedColumn(), console=console, transient=True)
+    task = bar.add_task(description, total=None, layer="")
+
+    def update(name: str, done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total, layer=name)
+
+    return bar, update
+
+
+def _check_output(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise UserError(f"{path} exists; pass --force to overwrite it")
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _fmt(value, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="wcodec")
+def main() -> None:
+    """Shrink PyTorch models by coding their weight matrices as HEVC video.
+
+    \b
+    wcodec encode model.pt --qp 28        # -> model.wcodec
+    wcodec info model.wcodec              # per-layer contents, without decoding
+    wcodec decode model.wcodec -o out.pt  # a state_dict (or module) again
+
+    Weights of Linear/Conv/Embedding layers are quantized to symmetric int8; 2-D weight
+    matrices are tiled into 8-bit frames and coded with libx265 (HEVC Main profile, decodable by
+    phone hardware decoders); everything else is stored exactly. See docs/ for the format and
+    the measurements behind the defaults.
+    """
+
+
+@main.command("encode")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file [default: MODEL with .wcodec suffix].")
+@click.option("--qp", type=click.IntRange(0, 51), default=28, show_default=True,
+              help="HEVC quantization parameter, 0-51: higher is smaller and lossier. It is the QP written in "
+                   "the stream (x265's I-frame offset is cancelled).")
+@click.option("--lossless", is_flag=True, help="Code matrices with HEVC lossless mode: int8 round-trips exactly.")
+@click.option("--layer-qp", "layer_qp", multiple=True, metavar="PATTERN=QP",
+              help="Per-layer QP for tensors whose name matches the glob, e.g. 'classifier.*=24'. Repeatable.")
+@click.option("--granularity", type=click.Choice(GRANULARITIES), default="auto", show_default=True,
+              help="int8 scales: one per tensor (the paper's), one per output channel, or auto: per tensor "
+                   "unless the guard finds that breaks the layer.")
+@click.option("--layer-granularity", multiple=True, metavar="PATTERN=G", help="Per-layer granularity. Repeatable.")
+@click.option("--guard-db", type=click.FloatRange(0, 100), default=DEFAULT_GUARD_SQNR_DB, show_default=True,
+              help="Per-tensor SQNR (dB) under which the guard flags a layer.")
+@click.option("--chroma", type=click.Choice(CHROMA_FORMATS), default="yuv420p", show_default=True,
+              help="yuv420p: HEVC Main profile with flat chroma (phone decoders); gray: 4:0:0, a range-"
+                   "extensions profile most phone hardware cannot decode.")
+@click.option("--preset", type=click.Choice(X265_PRESETS), default="medium", show_default=True, help="x265 speed preset.")
+@click.option("--max-tile", default="4096x2160", show_default=True, metavar="WxH",
+              help="Largest frame; bigger matrices are split into tiles.")
+@click.option("--code-conv", is_flag=True, help="Also HEVC-code conv weights (costs accuracy; see docs).")
+@click.option("--int8-only", is_flag=True, help="No HEVC: store every quantized weight as int8.")
+@click.option("--no-zstd", is_flag=True, help="Store raw and int8 tensors uncompressed.")
+@click.option("--backend", type=click.Choice(available_backends()), default="pyav", show_default=True,
+              help="pyav: in-process libx265 from PyAV's wheels; ffmpeg: an ffmpeg executable.")
+@click.option("--trust-pickle", is_flag=True,
+              help="Allow loading a pickled nn.Module. Unpickling runs code from the file: only for files you trust.")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Decode each stream after coding it and report its int8 error.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite the output file if it exists.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table.")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-layer report as JSON on stdout.")
+def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_granularity, guard_db, chroma, preset,
+                   max_tile, code_conv, int8_only, no_zstd, backend, trust_pickle, verify, force, quiet, as_json):
+    """Compress MODEL (a torch.save'd state_dict, or a pickled nn.Module with --trust-pickle)."""
+    output = output or model.with_suffix(".wcodec")
+    _check_output(output, force)
+    config = _run(_build_config, qp=qp, lossless=lossless, layer_qp=layer_qp, granularity=granularity,
+                  layer_granularity=layer_granularity, guard_db=guard_db, chroma=chroma, preset=preset,
+                  max_tile=max_tile, code_conv=code_conv, int8_only=int8_only, no_zstd=no_zstd, backend=backend)
+    bar, update = _progress(quiet or as_json, "encoding")
+    if bar:
+        bar.start()
+    try:
+        result = _run(encode, model, output, config=config, trust_pickle=trust_pickle, verify=verify, progress=update)
+    finally:
+        if bar:
+            bar.stop()
+    report = result.report
+    if as_json:
+        out.print_json(json.dumps(_report_json(report, output)))
+        return
+    if not quiet:
+        _print_report(report)
+    _print_guard(report, config)
+    console.print(f"wrote [bold]{output}[/]: {_human(report.total_bytes)} from {_human(report.original_bytes)} "
+                  f"({report.ratio:.1f}x) in {report.seconds:.1f} s", highlight=False)
+
+
+def _build_config(*, qp, lossless, layer_qp, granularity, layer_granularity, guard_db, chroma, preset, max_tile,
+                  code_conv, int8_only, no_zstd, backend) -> EncodeConfig:
+    try:
+        width, height = (int(v) for v in max_tile.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--max-tile must look like 4096x2160, got {max_tile!r}") from None
+    layer_qps = []
+    for item in layer_qp:
+        pattern, value = parse_assignment(item, value_name="QP")
+        try:
+            layer_qps.append((pattern, int(value)))
+        except ValueError:
+            raise ConfigError(f"--layer-qp {item!r}: QP must be an integer from 0 to 51") from None
+    layer_gran = tuple(parse_assignment(item, value_name="GRANULARITY") for item in layer_granularity)
+    return EncodeConfig(
+        hevc=HevcSettings(qp=qp, lossless=lossless, chroma=chroma, preset=preset,
+                          max_tile_width=width, max_tile_height=height),
+        quant=QuantSettings(granularity=granularity, guard_sqnr_db=guard_db),
+        backend=backend, code_conv=code_conv, code_matrices=not int8_only, compress_raw=not no_zstd,
+        layer_qp=tuple(layer_qps), layer_granularity=layer_gran,
+    )
+
+
+def _report_json(report: EncodeReport, output: Path) -> dict:
+    return {
+        "output": str(output), "total_bytes": report.total_bytes, "original_bytes": report.original_bytes,
+        "header_bytes": report.header_bytes, "ratio": report.ratio, "seconds": report.seconds,
+        "layers": [{**layer.__dict__, "shape": list(layer.shape)} for layer in report.layers],
+    }
+
+
+def _print_report(report: EncodeReport) -> None:
+    table = Table(title="per-layer summary", show_lines=False, title_style="bold")
+    for col, justify in [("layer", "left"), ("shape", "left"), ("storage", "left"), ("granularity", "left"),
+                         ("SQNR dB", "right"), ("QP", "right"), ("bytes", "right"), ("ratio", "right"),
+                         ("bits/w", "right"), ("int8 RMSE", "right")]:
+        table.add_column(col, justify=justify)
+    for layer in report.layers:
+        table.add_row(layer.name, "x".join(map(str, layer.shape)) or "scalar", layer.storage,
+                      (layer.granularity or "-") + (" (guard)" if layer.guard_switched else ""),
+                      _fmt(layer.sqnr_db), "lossless" if layer.lossless else _fmt(layer.qp, "d"),
+                      f"{layer.stored_bytes:,}", f"{layer.ratio:.1f}x", f"{layer.bits_per_weight:.2f}",
+                      _fmt(layer.int8_rmse, ".2f"))
+    by_storage = report.bytes_by_storage()
+    table.caption = ("  ".join(f"{k}: {_human(v)}" for k, v in sorted(by_storage.items()))
+                     + f"  header: {_human(report.header_bytes)}  total: {_human(report.total_bytes)} "
+                       f"({report.ratio:.1f}x smaller than the input tensors)")
+    console.print(table)
+
+
+def _print_guard(report: EncodeReport, config: EncodeConfig) -> None:
+    threshold = config.quant.guard_sqnr_db
+    switched = [layer for layer in report.layers if layer.guard_switched]
+    if switched:
+        console.print(f"[yellow]note:[/] {len(switched)} layer(s) switched to per-channel int8 because per-tensor "
+                      f"SQNR was below {threshold:g} dB (e.g. {switched[0].name}: {switched[0].sqnr_db:.1f} dB)",
+                      highlight=False)
+    risky = [layer for layer in report.layers if layer.granularity == "per-tensor" and layer.sqnr_db is not None
+             and layer.sqnr_db < threshold]
+    if risky:
+        names = ", ".join(f"{l.name} ({l.sqnr_db:.1f} dB)" for l in risky[:5])
+        more = f" and {len(risky) - 5} more" if len(risky) > 5 else ""
+        console.print(f"[bold yellow]warning:[/] per-tensor int8 is poor for {len(risky)} layer(s): {names}{more}. "
+                      "The model may lose much accuracy; re-run with --granularity auto (or per-channel, or "
+                      "--layer-granularity 'NAME=per-channel').", highlight=False)
+
+
+@main.command("decode")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Where to write the .pt file.")
+@click.option("--state-dict", "as_state_dict", is_flag=True,
+              help="Write a plain state_dict even if the file holds a module (needs no --trust-pickle).")
+@click.option("--trust-pickle", is_flag=True,
+              help="Allow rebuilding a pickled nn.Module stored in the file (unpickling runs code from it).")
+@click.option("--backend", type=click.Choice(available_backends()), default="pyav", show_default=True)
+@click.option("-f", "--force", is_flag=True, help="Overwrite the output file if it exists.")
+@click.option("-q", "--quiet", is_flag=True)
+def decode_command(file, output, as_state_dict, trust_pickle, backend, force, quiet):
+    """Restore FILE to a torch.save file: a state_dict, or the nn.Module that was encoded.
+
+    Quantized weights come back dequantized (int8 x scale) in their original dtype; loading the
+    output needs only torch (plus the module's own classes for a pickled module).
+    """
+    _check_output(output, force)
+    bar, update = _progress(quiet, "decoding")
+    if bar:
+        bar.start()
+    try:
+        result = _run(decode, file, backend=backend, trust_pickle=trust_pickle, as_state_dict=as_state_dict,
+                      progress=update)
+        written = _run(save_torch, result.model, output)
+    finally:
+        if bar:
+            bar.stop()
+    kind = "nn.Module" if result.module is not None else "state_dict"
+    console.print(f"wrote [bold]{output}[/]: {kind} with {len(result.state_dict)} tensors, {_human(written)}, "
+                  f"in {result.seconds:.2f} s", highlight=False)
+
+
+@main.command("info")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the whole header as JSON.")
+def info_command(file, as_json):
+    """Show what FILE holds, per layer, from its header alone (nothing is decoded)."""
+    header = _run(read_header, file)
+    if as_json:
+        doc = header.to_json()
+        if "skeleton" in doc["model"]:
+            doc["model"] = {**doc["model"], "skeleton": doc["model"]["skeleton"].to_json()}
+        doc["format_version"] = list(header.version)
+        out.print_json(json.dumps(doc))
+        return
+    out.print(f"[bold]{file}[/]: wcodec format {header.version[0]}.{header.version[1]}, {header.producer}, "
+              f"{_human(header.file_length)}, holds a {header.model['kind'].replace('_', ' ')}"
+              + (f" ({header.model.get('class')})" if header.model.get("class") else ""), highlight=False)
+    table = Table(show_lines=False)
+    for col, justify in [("layer", "left"), ("dtype", "left"), ("shape", "left"), ("storage", "left"),
+                         ("granularity", "left"), ("SQNR dB", "right"), ("QP", "right"), ("tiles", "left"),
+                         ("profile @ level", "left"), ("bytes", "right"), ("bits/w", "right")]:
+        table.add_column(col, justify=justify)
+    for t in header.tensors:
+        stored = t.data.length + (t.quant.scales.length if t.quant else 0)
+        h = t.hevc or {}
+        stream = h.get("stream", {})
+        tiles = f"{h['grid_rows']}x{h['grid_cols']} of {h['tile_width']}x{h['tile_height']}" if h else "-"
+        profile = f"{stream.get('profile', '?')} @ L{stream.get('level', '?')}, {stream.get('chroma_format', '')}" if h else "-"
+        qp = "-" if not h else ("lossless" if h.get("lossless") else str(h.get("qp")))
+        storage = t.storage + ("+zstd" if t.data.compression == "zstd" else "")
+        table.add_row(t.name, t.dtype, "x".join(map(str, t.shape)) or "scalar", storage,
+                      t.quant.granularity if t.quant else "-", _fmt(t.quant.sqnr_db if t.quant else None),
+                      qp, tiles, profile, f"{stored:,}", f"{8 * stored / max(t.numel, 1):.2f}")
+    out.print(table)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,176 @@
+"""Settings, as frozen dataclasses validated on construction.
+
+Every option is keyword-only; an invalid value raises :class:`~weightcodec.errors.ConfigError`
+naming the field, so a bad ``--qp`` never reaches the encoder.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+
+GRANULARITIES = ("per-tensor", "per-channel", "auto")
+CHROMA_FORMATS = ("yuv420p", "gray")
+X265_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast",
+    "medium", "slow", "slower", "veryslow", "placebo",
+)
+QP_RANGE = (0, 51)
+
+#: x265 settings chosen for weights, not for eyes (measured in docs/ENCODER.md):
+#: no psycho-visual tuning, no adaptive quantization, no cu-tree, intra-only, the QP the user asked
+#: for is the QP in the bitstream (``ipratio=1`` cancels x265's I-frame offset of -3), and no SEI
+#: text block of the settings (``info=0``, ~2.3 kB per stream otherwise). Every picture is an intra
+#: picture, forced per frame by the backends: ``keyint=1`` would do the same but makes x265 signal
+#: a Range Extensions "Main Intra" profile, which phone hardware decoders refuse; forcing I frames
+#: keeps the stream in the plain Main profile.
+WEIGHT_X265_PARAMS: tuple[tuple[str, str], ...] = (
+    ("aq-mode", "0"),
+    ("psy-rd", "0"),
+    ("psy-rdoq", "0"),
+    ("cutree", "0"),
+    ("ipratio", "1"),
+    ("scenecut", "0"),
+    ("bframes", "0"),
+    ("rdoq-level", "2"),
+    ("info", "0"),
+    ("log-level", "error"),
+)
+
+#: Per-tensor SQNR (dB) below which the ``auto`` granularity switches a layer to per-channel.
+#: See docs/QUANTIZATION.md for the measurements behind the number.
+DEFAULT_GUARD_SQNR_DB = 30.0
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _check_qp(qp: object, what: str = "qp") -> None:
+    _check(
+        isinstance(qp, int) and not isinstance(qp, bool) and QP_RANGE[0] <= qp <= QP_RANGE[1],
+        f"{what} must be an integer from {QP_RANGE[0]} to {QP_RANGE[1]}, got {qp!r}",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class HevcSettings:
+    """How 2-D weight matrices are coded as HEVC frames."""
+
+    qp: int = 28
+    lossless: bool = False
+    chroma: str = "yuv420p"
+    preset: str = "medium"
+    max_tile_width: int = 4096
+    max_tile_height: int = 2160
+    extra_x265_params: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_qp(self.qp)
+        _check(self.chroma in CHROMA_FORMATS, f"chroma must be one of {CHROMA_FORMATS}, got {self.chroma!r}")
+        _check(self.preset in X265_PRESETS, f"preset must be one of {X265_PRESETS}, got {self.preset!r}")
+        for name in ("max_tile_width", "max_tile_height"):
+            value = getattr(self, name)
+            _check(
+                isinstance(value, int) and 16 <= value <= 16384 and value % 2 == 0,
+                f"{name} must be an even integer from 16 to 16384, got {value!r}",
+            )
+        for item in self.extra_x265_params:
+            _check(
+                isinstance(item, tuple) and len(item) == 2 and all(isinstance(s, str) and s for s in item)
+                and not any(c in s for s in item for c in ":="),
+                f"extra_x265_params entries must be (key, value) strings without ':' or '=', got {item!r}",
+            )
+
+    def x265_params(self) -> str:
+        """The ``x265-params`` string both backends pass to libx265."""
+        params = dict(WEIGHT_X265_PARAMS)
+        params.update(self.extra_x265_params)
+        if self.lossless:
+            params["lossless"] = "1"
+        else:
+            params["qp"] = str(self.qp)
+        return ":".join(f"{k}={v}" for k, v in params.items())
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantSettings:
+    """Symmetric int8 quantization of weight tensors."""
+
+    granularity: str = "auto"
+    guard_sqnr_db: float = DEFAULT_GUARD_SQNR_DB
+    min_elements: int = 256
+
+    def __post_init__(self) -> None:
+        _check(self.granularity in GRANULARITIES,
+               f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+        _check(isinstance(self.guard_sqnr_db, (int, float)) and 0 <= self.guard_sqnr_db <= 100,
+               f"guard_sqnr_db must be a number of dB from 0 to 100, got {self.guard_sqnr_db!r}")
+        _check(isinstance(self.min_elements, int) and self.min_elements >= 1,
+               f"min_elements must be a positive integer, got {self.min_elements!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncodeConfig:
+    """Everything :func:`weightcodec.api.encode` needs to know.
+
+    ``layer_qp`` and ``layer_granularity`` are ``(pattern, value)`` pairs; the pattern is an
+    fnmatch glob over tensor names (``"features.*"``, ``"classifier.1.weight"``), and the last
+    matching pair wins.
+    """
+
+    hevc: HevcSettings = field(default_factory=HevcSettings)
+    quant: QuantSettings = field(default_factory=QuantSettings)
+    backend: str = "pyav"
+    code_matrices: bool = True
+    code_conv: bool = False
+    min_coded_elements: int = 4096
+    compress_raw: bool = True
+    zstd_level: int = 19
+    layer_qp: tuple[tuple[str, int], ...] = ()
+    layer_granularity: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.hevc, HevcSettings), "hevc must be a HevcSettings")
+        _check(isinstance(self.quant, QuantSettings), "quant must be a QuantSettings")
+        _check(isinstance(self.min_coded_elements, int) and self.min_coded_elements >= 1,
+               f"min_coded_elements must be a positive integer, got {self.min_coded_elements!r}")
+        _check(isinstance(self.zstd_level, int) and 1 <= self.zstd_level <= 22,
+               f"zstd_level must be an integer from 1 to 22, got {self.zstd_level!r}")
+        for pattern, qp in self.layer_qp:
+            _check(isinstance(pattern, str) and pattern, f"layer_qp pattern must be a non-empty string, got {pattern!r}")
+            _check_qp(qp, f"qp for layers matching {pattern!r}")
+        for pattern, granularity in self.layer_granularity:
+            _check(isinstance(pattern, str) and pattern,
+                   f"layer_granularity pattern must be a non-empty string, got {pattern!r}")
+            _check(granularity in GRANULARITIES,
+                   f"granularity for layers matching {pattern!r} must be one of {GRANULARITIES}, got {granularity!r}")
+
+    def hevc_for(self, name: str) -> HevcSettings:
+        """The HEVC settings for one tensor, after per-layer QP overrides."""
+        qp = _last_match(self.layer_qp, name, self.hevc.qp)
+        if qp == self.hevc.qp:
+            return self.hevc
+        return HevcSettings(**{**self.hevc.__dict__, "qp": qp})
+
+    def granularity_for(self, name: str) -> str:
+        return _last_match(self.layer_granularity, name, self.quant.granularity)
+
+
+def _last_match(pairs, name, default):
+    value = default
+    for pattern, candidate in pairs:
+        if fnmatch.fnmatchcase(name, pattern):
+            value = candidate
+    return value
+
+
+def parse_assignment(text: str, *, value_name: str) -> tuple[str, str]:
+    """Split ``"PATTERN=VALUE"`` (used by the CLI's per-layer options)."""
+    pattern, sep, value = text.rpartition("=")
+    if not sep or not pattern or not value:
+        raise ConfigError(f"expected PATTERN={value_name}, got {text!r}")
+    return pattern, value
