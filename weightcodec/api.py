@@ -56,7 +56,7 @@ class LayerReport:
     original_bytes: int
     stored_bytes: int  # data + scales segments
     granularity: str | None = None
-    sqnr_db: float | None = None  # the guard's figure: per-tensor SQNR of this weight
+    guard_db: float | None = None  # the guard's figure: median per-channel SQNR under per-tensor int8
     guard_switched: bool = False  # auto mode moved this layer to per-channel
     qp: int | None = None
     lossless: bool | None = None
@@ -197,12 +197,12 @@ def encode(
         else:
             weights = tensor.detach().to("cpu", torch.float32).numpy()
             requested = config.granularity_for(name)
-            granularity, figure = choose_granularity(weights, requested, threshold_db=config.quant.guard_sqnr_db)
+            granularity, figure = choose_granularity(weights, requested, threshold_db=config.quant.guard_db)
             q = quantize(weights, granularity)
             scales_seg = payload.add(q.scales.astype("<f4").tobytes())
             sqnr = figure if math.isfinite(figure) else None
             quant = QuantInfo(granularity, 0, scales_seg, sqnr)
-            common = dict(granularity=granularity, sqnr_db=sqnr,
+            common = dict(granularity=granularity, guard_db=sqnr,
                           guard_switched=requested == "auto" and granularity == "per-channel")
             if kind == "int8":
                 seg = payload.add_compressible(q.values.tobytes(), level=zstd_level)

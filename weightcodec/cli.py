@@ -110,7 +110,8 @@ def main() -> None:
                    "unless the guard finds that breaks the layer.")
 @click.option("--layer-granularity", multiple=True, metavar="PATTERN=G", help="Per-layer granularity. Repeatable.")
 @click.option("--guard-db", type=click.FloatRange(0, 100), default=DEFAULT_GUARD_SQNR_DB, show_default=True,
-              help="Per-tensor SQNR (dB) under which the guard flags a layer.")
+              help="Guard threshold: a layer whose median channel gets less than this SQNR (dB) under per-tensor "
+                   "int8 is flagged (and switched to per-channel in auto mode).")
 @click.option("--chroma", type=click.Choice(CHROMA_FORMATS), default="yuv420p", show_default=True,
               help="yuv420p: HEVC Main profile with flat chroma (phone decoders); gray: 4:0:0, a range-"
                    "extensions profile most phone hardware cannot decode.")
@@ -173,7 +174,7 @@ def _build_config(*, qp, lossless, layer_qp, granularity, layer_granularity, gua
     return EncodeConfig(
         hevc=HevcSettings(qp=qp, lossless=lossless, chroma=chroma, preset=preset,
                           max_tile_width=width, max_tile_height=height),
-        quant=QuantSettings(granularity=granularity, guard_sqnr_db=guard_db),
+        quant=QuantSettings(granularity=granularity, guard_db=guard_db),
         backend=backend, code_conv=code_conv, code_matrices=not int8_only, compress_raw=not no_zstd,
         layer_qp=tuple(layer_qps), layer_granularity=layer_gran,
     )
@@ -190,13 +191,13 @@ def _report_json(report: EncodeReport, output: Path) -> dict:
 def _print_report(report: EncodeReport) -> None:
     table = Table(title="per-layer summary", show_lines=False, title_style="bold")
     for col, justify in [("layer", "left"), ("shape", "left"), ("storage", "left"), ("granularity", "left"),
-                         ("SQNR dB", "right"), ("QP", "right"), ("bytes", "right"), ("ratio", "right"),
+                         ("guard dB", "right"), ("QP", "right"), ("bytes", "right"), ("ratio", "right"),
                          ("bits/w", "right"), ("int8 RMSE", "right")]:
         table.add_column(col, justify=justify)
     for layer in report.layers:
         table.add_row(layer.name, "x".join(map(str, layer.shape)) or "scalar", layer.storage,
                       (layer.granularity or "-") + (" (guard)" if layer.guard_switched else ""),
-                      _fmt(layer.sqnr_db), "lossless" if layer.lossless else _fmt(layer.qp, "d"),
+                      _fmt(layer.guard_db), "lossless" if layer.lossless else _fmt(layer.qp, "d"),
                       f"{layer.stored_bytes:,}", f"{layer.ratio:.1f}x", f"{layer.bits_per_weight:.2f}",
                       _fmt(layer.int8_rmse, ".2f"))
     by_storage = report.bytes_by_storage()
@@ -207,16 +208,16 @@ def _print_report(report: EncodeReport) -> None:
 
 
 def _print_guard(report: EncodeReport, config: EncodeConfig) -> None:
-    threshold = config.quant.guard_sqnr_db
+    threshold = config.quant.guard_db
     switched = [layer for layer in report.layers if layer.guard_switched]
     if switched:
         console.print(f"[yellow]note:[/] {len(switched)} layer(s) switched to per-channel int8 because per-tensor "
-                      f"SQNR was below {threshold:g} dB (e.g. {switched[0].name}: {switched[0].sqnr_db:.1f} dB)",
+                      f"int8 left the median channel under {threshold:g} dB SQNR (e.g. {switched[0].name}: {switched[0].guard_db:.1f} dB)",
                       highlight=False)
-    risky = [layer for layer in report.layers if layer.granularity == "per-tensor" and layer.sqnr_db is not None
-             and layer.sqnr_db < threshold]
+    risky = [layer for layer in report.layers if layer.granularity == "per-tensor" and layer.guard_db is not None
+             and layer.guard_db < threshold]
     if risky:
-        names = ", ".join(f"{l.name} ({l.sqnr_db:.1f} dB)" for l in risky[:5])
+        names = ", ".join(f"{l.name} ({l.guard_db:.1f} dB)" for l in risky[:5])
         more = f" and {len(risky) - 5} more" if len(risky) > 5 else ""
         console.print(f"[bold yellow]warning:[/] per-tensor int8 is poor for {len(risky)} layer(s): {names}{more}. "
                       "The model may lose much accuracy; re-run with --granularity auto (or per-channel, or "
@@ -273,7 +274,7 @@ def info_command(file, as_json):
               + (f" ({header.model.get('class')})" if header.model.get("class") else ""), highlight=False)
     table = Table(show_lines=False)
     for col, justify in [("layer", "left"), ("dtype", "left"), ("shape", "left"), ("storage", "left"),
-                         ("granularity", "left"), ("SQNR dB", "right"), ("QP", "right"), ("tiles", "left"),
+                         ("granularity", "left"), ("guard dB", "right"), ("QP", "right"), ("tiles", "left"),
                          ("profile @ level", "left"), ("bytes", "right"), ("bits/w", "right")]:
         table.add_column(col, justify=justify)
     for t in header.tensors:
@@ -285,7 +286,7 @@ def info_command(file, as_json):
         qp = "-" if not h else ("lossless" if h.get("lossless") else str(h.get("qp")))
         storage = t.storage + ("+zstd" if t.data.compression == "zstd" else "")
         table.add_row(t.name, t.dtype, "x".join(map(str, t.shape)) or "scalar", storage,
-                      t.quant.granularity if t.quant else "-", _fmt(t.quant.sqnr_db if t.quant else None),
+                      t.quant.granularity if t.quant else "-", _fmt(t.quant.guard_db if t.quant else None),
                       qp, tiles, profile, f"{stored:,}", f"{8 * stored / max(t.numel, 1):.2f}")
     out.print(table)
 

@@ -39,7 +39,8 @@ WEIGHT_X265_PARAMS: tuple[tuple[str, str], ...] = (
     ("log-level", "error"),
 )
 
-#: Per-tensor SQNR (dB) below which the ``auto`` granularity switches a layer to per-channel.
+#: Guard threshold: when the median output channel's SQNR under per-tensor int8 is below this
+#: many dB, the ``auto`` granularity switches the layer to per-channel.
 #: See docs/QUANTIZATION.md for the measurements behind the number.
 DEFAULT_GUARD_SQNR_DB = 30.0
 
@@ -101,14 +102,14 @@ class QuantSettings:
     """Symmetric int8 quantization of weight tensors."""
 
     granularity: str = "auto"
-    guard_sqnr_db: float = DEFAULT_GUARD_SQNR_DB
+    guard_db: float = DEFAULT_GUARD_SQNR_DB
     min_elements: int = 256
 
     def __post_init__(self) -> None:
         _check(self.granularity in GRANULARITIES,
                f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
-        _check(isinstance(self.guard_sqnr_db, (int, float)) and 0 <= self.guard_sqnr_db <= 100,
-               f"guard_sqnr_db must be a number of dB from 0 to 100, got {self.guard_sqnr_db!r}")
+        _check(isinstance(self.guard_db, (int, float)) and 0 <= self.guard_db <= 100,
+               f"guard_db must be a number of dB from 0 to 100, got {self.guard_db!r}")
         _check(isinstance(self.min_elements, int) and self.min_elements >= 1,
                f"min_elements must be a positive integer, got {self.min_elements!r}")
 

@@ -71,7 +71,7 @@ class QuantInfo:
     granularity: str
     axis: int
     scales: Segment
-    sqnr_db: float | None  # per-tensor SQNR the guard measured (None when exact)
+    guard_db: float | None  # the guard's figure in dB (None when per-tensor int8 is exact)
     scheme: str = "symmetric-int8"
 
     @property
@@ -101,7 +101,7 @@ class TensorEntry:
         if self.quant is not None:
             out["quant"] = {
                 "scheme": self.quant.scheme, "granularity": self.quant.granularity, "axis": self.quant.axis,
-                "sqnr_db": self.quant.sqnr_db, "scales": self.quant.scales.to_json(),
+                "guard_db": self.quant.guard_db, "scales": self.quant.scales.to_json(),
             }
         if self.hevc is not None:
             out["hevc"] = self.hevc
@@ -334,9 +334,9 @@ def _parse_tensor(item: Any, where: str) -> TensorEntry:
         axis = _get(q, "axis", int, f"{where}.quant")
         if not 0 <= axis < max(len(shape), 1):
             _fail(f"{where}.quant.axis {axis} is out of range for shape {shape}")
-        sqnr = q.get("sqnr_db")
+        sqnr = q.get("guard_db")
         if sqnr is not None and not isinstance(sqnr, (int, float)):
-            _fail(f"{where}.quant.sqnr_db must be a number or null")
+            _fail(f"{where}.quant.guard_db must be a number or null")
         scales = _segment(q.get("scales"), f"{where}.quant.scales")
         n_scales = 1 if granularity == "per-tensor" else shape[axis]
         if scales.compression != "none" or scales.length != 4 * n_scales:

@@ -84,18 +84,41 @@ def sqnr_db(reference: np.ndarray, approximation: np.ndarray) -> float:
 
 
 def per_tensor_sqnr_db(weights: np.ndarray) -> float:
-    """The guard's figure: how well one scale for the whole tensor represents it."""
+    """SQNR of the whole tensor under per-tensor quantization (dominated by its largest channels)."""
     w = np.asarray(weights, dtype=np.float32)
     return sqnr_db(w, quantize(w, "per-tensor").dequantize())
 
 
-def choose_granularity(weights: np.ndarray, requested: str, *, threshold_db: float) -> tuple[str, float]:
-    """Resolve ``auto``: per-tensor unless its SQNR is below ``threshold_db``.
+def guard_figure_db(weights: np.ndarray) -> float:
+    """The guard's figure: the SQNR (dB) of the *median output channel* under per-tensor int8.
 
-    Returns the granularity and the per-tensor SQNR (the figure the guard judged by). Tensors with
+    One scale for the whole tensor is set by its largest channel; a channel whose range is 30x
+    smaller gets only a few of the 255 levels. The whole-tensor SQNR hides this (large channels
+    dominate its energy), the median channel's SQNR does not. All-zero channels are ignored; a
+    tensor with fewer than two dimensions gets its whole-tensor SQNR. ``inf`` when exact.
+    """
+    w = np.asarray(weights, dtype=np.float32)
+    if w.ndim < 2:
+        return per_tensor_sqnr_db(w)
+    approx = quantize(w, "per-tensor").dequantize()
+    rows = w.reshape(w.shape[0], -1).astype(np.float64)
+    signal = np.sum(rows**2, axis=1)
+    noise = np.sum((rows - approx.reshape(rows.shape)) ** 2, axis=1)
+    live = signal > 0
+    if not np.any(live):
+        return float("inf")
+    with np.errstate(divide="ignore"):
+        per_channel = 10.0 * np.log10(signal[live] / noise[live])
+    return float(np.median(per_channel))
+
+
+def choose_granularity(weights: np.ndarray, requested: str, *, threshold_db: float) -> tuple[str, float]:
+    """Resolve ``auto``: per-tensor unless the guard figure is below ``threshold_db``.
+
+    Returns the granularity and the guard figure (see :func:`guard_figure_db`). Tensors with
     fewer than two dimensions are always per-tensor.
     """
-    figure = per_tensor_sqnr_db(weights)
+    figure = guard_figure_db(weights)
     if requested == "auto":
         chosen = "per-channel" if (np.ndim(weights) >= 2 and figure < threshold_db) else "per-tensor"
     else:

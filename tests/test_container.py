@@ -1,0 +1,188 @@
+"""The .wcodec container: round trips, and one specific error for every kind of bad input."""
+
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from weightcodec import EncodeConfig, HevcSettings, QuantSettings, decode, encode, read_header
+from weightcodec.container import MAGIC, PREFIX, read_header_bytes
+from weightcodec.errors import (
+    ChecksumMismatchError,
+    FormatError,
+    HeaderTooLargeError,
+    MalformedHeaderError,
+    NotAWcodecFileError,
+    OffsetOutOfRangeError,
+    TruncatedFileError,
+    UnknownCodecError,
+    UnsupportedVersionError,
+    WeightcodecError,
+)
+
+
+@pytest.fixture(scope="module")
+def wcodec_bytes() -> bytes:
+    torch.manual_seed(0)
+    sd = {"fc.weight": torch.randn(64, 96) * 0.1, "fc.bias": torch.randn(64), "conv.weight": torch.randn(8, 4, 3, 3)}
+    return encode(sd, config=EncodeConfig(hevc=HevcSettings(qp=30))).data
+
+
+def split(data: bytes):
+    _, major, minor, hlen, hcrc, plen = PREFIX.unpack_from(data)
+    header = json.loads(data[PREFIX.size: PREFIX.size + hlen])
+    return header, data[PREFIX.size + hlen:]
+
+
+def rebuild(header: dict, payload: bytes, *, major: int = 1, minor: int = 0, crc: int | None = None) -> bytes:
+    raw = json.dumps(header).encode()
+    return PREFIX.pack(MAGIC, major, minor, len(raw), zlib.crc32(raw) if crc is None else crc, len(payload)) + raw + payload
+
+
+def test_prefix_layout(wcodec_bytes):
+    magic, major, minor, hlen, hcrc, plen = PREFIX.unpack_from(wcodec_bytes)
+    assert magic == b"\x89WCODEC\n" and (major, minor) == (1, 0)
+    assert PREFIX.size == 28 and len(wcodec_bytes) == 28 + hlen + plen
+
+
+def test_header_round_trips_and_describes_every_tensor(wcodec_bytes):
+    header = read_header(wcodec_bytes)
+    by_name = {t.name: t for t in header.tensors}
+    assert [t.name for t in header.tensors] == ["fc.weight", "fc.bias", "conv.weight"]
+    assert by_name["fc.weight"].storage == "hevc" and by_name["fc.weight"].hevc["qp"] == 30
+    assert by_name["fc.weight"].hevc["stream"]["profile"] == "Main"
+    assert by_name["conv.weight"].storage == "int8" and by_name["fc.bias"].storage == "raw"
+    assert by_name["fc.weight"].quant.granularity == "per-tensor"
+
+
+def test_per_channel_scales_round_trip_exactly():
+    rng = np.random.default_rng(0)
+    w = (rng.normal(size=(48, 200)) * np.geomspace(1e-3, 1.0, 48)[:, None]).astype(np.float32)
+    result = encode({"m.weight": torch.from_numpy(w)},
+                    config=EncodeConfig(quant=QuantSettings(granularity="per-channel"), code_matrices=False))
+    decoded = decode(result.data)
+    q = decoded.quantized["m.weight"]
+    expected = (np.abs(w).max(axis=1) / 127).astype(np.float32)
+    assert q.granularity == "per-channel" and q.scales.dtype == np.float32
+    assert np.array_equal(q.scales, expected)  # bit-exact float32
+    assert np.all(np.abs(decoded.state_dict["m.weight"].numpy() - w) <= expected[:, None] / 2 * (1 + 1e-6))
+
+
+def test_not_a_wcodec_file():
+    with pytest.raises(NotAWcodecFileError, match="not a wcodec file"):
+        read_header(b"PK\x03\x04 this is a zip, not ours" * 4)
+    with pytest.raises(NotAWcodecFileError):
+        read_header(b"")
+
+
+def test_unsupported_version(wcodec_bytes):
+    header, payload = split(wcodec_bytes)
+    with pytest.raises(UnsupportedVersionError, match="version 2.0"):
+        read_header(rebuild(header, payload, major=2))
+    # a newer minor version of the same major is readable
+    assert read_header(rebuild(header, payload, minor=7)).version == (1, 7)
+
+
+@pytest.mark.parametrize("cut", [10, 27, 40, -1, -100])
+def test_truncated(wcodec_bytes, cut):
+    with pytest.raises(TruncatedFileError, match="truncated"):
+        read_header(wcodec_bytes[:cut])
+
+
+def test_header_checksum_mismatch(wcodec_bytes):
+    header, payload = split(wcodec_bytes)
+    with pytest.raises(ChecksumMismatchError, match="header"):
+        read_header(rebuild(header, payload, crc=12345))
+
+
+def test_payload_checksum_mismatch_names_the_tensor(wcodec_bytes):
+    header, payload = split(wcodec_bytes)
+    seg = next(t for t in header["tensors"] if t["name"] == "fc.bias")["data"]
+    corrupted = bytearray(payload)
+    corrupted[seg["offset"]] ^= 0xFF
+    data = rebuild(header, bytes(corrupted))
+    read_header(data)  # the header is still fine
+    with pytest.raises(ChecksumMismatchError, match="fc.bias"):
+        decode(data)
+
+
+def test_header_too_large(wcodec_bytes):
+    data = bytearray(wcodec_bytes)
+    struct.pack_into("<I", data, 12, 2**31)
+    with pytest.raises(HeaderTooLargeError):
+        read_header(bytes(data))
+    with pytest.raises(HeaderTooLargeError):
+        read_header_bytes(wcodec_bytes, max_header_bytes=100)
+
+
+def test_offsets_out_of_range_and_overlaps(wcodec_bytes):
+    header, payload = split(wcodec_bytes)
+    header["tensors"][1]["data"]["offset"] = len(payload) + 10
+    with pytest.raises(OffsetOutOfRangeError, match="fc.bias"):
+        read_header(rebuild(header, payload))
+    header, payload = split(wcodec_bytes)
+    header["tensors"][1]["data"]["offset"] = header["tensors"][0]["data"]["offset"]
+    with pytest.raises(OffsetOutOfRangeError, match="overlaps"):
+        read_header(rebuild(header, payload))
+
+
+@pytest.mark.parametrize(
+    "path, value",
+    [(("storage",), "jpeg-xl"), (("hevc", "codec"), "vvc"), (("data", "compression"), "brotli"),
+     (("quant", "scheme"), "asymmetric-int4")],
+)
+def test_unknown_codec(wcodec_bytes, path, value):
+    header, payload = split(wcodec_bytes)
+    node = header["tensors"][0]
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(UnknownCodecError, match=value):
+        read_header(rebuild(header, payload))
+
+
+def test_malformed_headers(wcodec_bytes):
+    header, payload = split(wcodec_bytes)
+    raw = b"{not json"
+    bad = PREFIX.pack(MAGIC, 1, 0, len(raw), zlib.crc32(raw), len(payload)) + raw + payload
+    with pytest.raises(MalformedHeaderError, match="JSON"):
+        read_header(bad)
+    broken = json.loads(json.dumps(header))
+    broken["tensors"][0]["shape"] = [64, -96]
+    with pytest.raises(MalformedHeaderError, match="shape"):
+        read_header(rebuild(broken, payload))
+    broken = json.loads(json.dumps(header))
+    broken["tensors"][1]["shape"] = [65]  # raw size no longer matches
+    with pytest.raises(MalformedHeaderError, match="bytes"):
+        read_header(rebuild(broken, payload))
+    with pytest.raises(MalformedHeaderError, match="after the payload"):
+        read_header(wcodec_bytes + b"extra")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_files_fail_only_with_format_errors(wcodec_bytes, data):
+    """Random byte flips, truncations and insertions: never a crash, never a wrong silent decode."""
+    blob = bytearray(wcodec_bytes)
+    for _ in range(data.draw(st.integers(1, 4))):
+        action = data.draw(st.sampled_from(["flip", "truncate", "insert"]))
+        pos = data.draw(st.integers(0, max(len(blob) - 1, 0)))
+        if action == "flip" and blob:
+            blob[pos] ^= data.draw(st.integers(1, 255))
+        elif action == "truncate":
+            del blob[pos:]
+        else:
+            blob[pos:pos] = data.draw(st.binary(min_size=1, max_size=8))
+    try:
+        result = decode(bytes(blob))
+    except WeightcodecError as exc:
+        assert isinstance(exc, FormatError) and str(exc)
+    else:  # if it decodes, it must be the original (e.g. a flip inside an ignored field)
+        original = decode(wcodec_bytes)
+        for name, tensor in original.state_dict.items():
+            assert torch.equal(result.state_dict[name], tensor)
