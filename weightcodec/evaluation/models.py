@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .assets import asset_path, default_digits_weights
+
 PICKLE_SPEC = "pickle"
 
 StateDict = Mapping[str, torch.Tensor]
@@ -75,6 +77,42 @@ CUSTOM_MODELS: dict[str, Callable[[], nn.Module]] = {
     "digits-mlp": digits_mlp,
     "mnist-mlp": MnistMLP,
 }
+
+
+#: Known weights of the model specs, relative to the shared assets directory.
+ASSET_WEIGHTS: dict[str, tuple[str, ...]] = {
+    "mnist-mlp": ("mnist", "mlp_784_500_250_10.pth"),
+    "mobilenet_v2": ("mobilenet_v2", "mobilenet_v2_imagenet.pth"),
+}
+
+
+def default_weights_for(
+    spec: str, *, assets_dir: str | os.PathLike[str] | None = None
+) -> Path:
+    """Return the known weights file of a model spec.
+
+    ``"digits-mlp"`` -> the repository's ``data/digits_mlp.pt``; ``"mnist-mlp"`` and
+    ``"mobilenet_v2"`` -> their files in the shared assets directory (``assets_dir``, default
+    ``$WEIGHTCODEC_ASSETS`` or ``<repo>/../shared/assets``).
+
+    Raises:
+        ValueError: if no weights are known for ``spec``.
+        FileNotFoundError: if the known file is missing.
+    """
+    if spec == "digits-mlp":
+        path = default_digits_weights()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"example model not found: {path} (retrain it with "
+                "`python tools/train_example.py --out data/digits_mlp.pt`)"
+            )
+        return path
+    if spec in ASSET_WEIGHTS:
+        return asset_path(*ASSET_WEIGHTS[spec], assets_dir=assets_dir)
+    raise ValueError(
+        f"no known weights for model spec {spec!r}: pass a weights file "
+        f"(known: {['digits-mlp', *ASSET_WEIGHTS]})"
+    )
 
 
 def torchvision_classification_models() -> list[str]:
@@ -128,7 +166,7 @@ def _unwrap_state_dict(loaded: object, source: str) -> dict[str, torch.Tensor]:
         raise ValueError(f"{source} does not hold a state_dict (got {type(loaded).__name__})")
     for wrapper_key in ("state_dict", "model"):
         inner = loaded.get(wrapper_key)
-        if isinstance(inner, Mapping) and not isinstance(inner, torch.Tensor):
+        if isinstance(inner, Mapping):
             loaded = inner
             break
     state_dict: dict[str, torch.Tensor] = {}

@@ -1,0 +1,87 @@
+"""Classification accuracy of a model over an evaluation ``DataLoader``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TypedDict
+
+import torch
+from torch import nn
+
+#: ``progress(done, total)``: samples evaluated so far, and the total (None if unknown).
+ProgressCallback = Callable[[int, "int | None"], None]
+
+
+class Accuracy(TypedDict):
+    """Result of :func:`evaluate`: top-1 and top-5 accuracy in percent, and the sample count."""
+
+    top1: float
+    top5: float
+    n: int
+
+
+def _dataset_size(loader: Iterable) -> int | None:
+    dataset = getattr(loader, "dataset", None)
+    try:
+        return len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    progress: ProgressCallback | None = None,
+) -> Accuracy:
+    """Return top-1 / top-5 accuracy (percent) of ``model`` over every batch of ``loader``.
+
+    The model runs in eval mode under ``torch.no_grad()`` (its previous training mode is restored
+    afterwards); inputs are moved to the device of its parameters. With fewer than 5 classes,
+    "top-5" counts all classes (and is therefore 100 %). Thread count is left to the caller
+    (``torch.set_num_threads``).
+
+    Args:
+        model: classifier returning logits of shape ``(batch, num_classes)``.
+        loader: iterable of ``(inputs, labels)`` batches, e.g. from :mod:`.datasets`.
+        progress: optional callback ``progress(done, total)`` called after each batch.
+
+    Raises:
+        ValueError: if the loader yields no samples or the model output is not ``(batch, classes)``.
+    """
+    total = _dataset_size(loader)
+    device = _model_device(model)
+    was_training = model.training
+    model.eval()
+    correct_top1 = 0
+    correct_top5 = 0
+    done = 0
+    try:
+        with torch.no_grad():
+            for inputs, labels in loader:
+                logits = model(inputs.to(device))
+                labels = torch.as_tensor(labels).to(logits.device)
+                if logits.ndim != 2 or logits.shape[0] != labels.shape[0]:
+                    raise ValueError(
+                        f"model output has shape {tuple(logits.shape)}; expected "
+                        f"({labels.shape[0]}, num_classes) logits"
+                    )
+                k = min(5, logits.shape[1])
+                top_classes = logits.topk(k, dim=1).indices
+                hits = top_classes == labels.unsqueeze(1)
+                correct_top1 += int(hits[:, 0].sum())
+                correct_top5 += int(hits.any(dim=1).sum())
+                done += labels.shape[0]
+                if progress is not None:
+                    progress(done, total)
+    finally:
+        model.train(was_training)
+    if done == 0:
+        raise ValueError("the evaluation loader yielded no samples")
+    return Accuracy(top1=100.0 * correct_top1 / done, top5=100.0 * correct_top5 / done, n=done)
