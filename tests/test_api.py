@@ -76,6 +76,28 @@ def test_guard_switches_badly_conditioned_layer_in_auto_mode():
     assert read_header(encode(sd).data).tensors[0].quant.granularity == "per-channel"
 
 
+def test_guard_threshold_is_lower_for_2d_matrices_than_for_convs():
+    from weightcodec.quant import guard_figure_db
+
+    rng = np.random.default_rng(0)
+    weights = rng.normal(0, 0.05, (64, 288)).astype(np.float32)
+    weights[0] *= 2.5  # one large channel: the others get fewer levels
+    figure = guard_figure_db(weights)
+    defaults = QuantSettings()
+    assert defaults.matrix_guard_db < figure < defaults.guard_db  # between the two thresholds
+    sd = {"fc.weight": torch.from_numpy(weights), "conv.weight": torch.from_numpy(weights.reshape(64, 32, 3, 3))}
+    layers = {l.name: l for l in encode(sd).report.layers}
+    assert layers["fc.weight"].storage == "hevc" and layers["fc.weight"].granularity == "per-tensor"
+    assert layers["fc.weight"].guard_threshold_db == defaults.matrix_guard_db
+    assert layers["conv.weight"].storage == "int8" and layers["conv.weight"].granularity == "per-channel"
+    assert layers["conv.weight"].guard_db == pytest.approx(figure, abs=1e-6)
+    # the threshold follows the tensor's shape, not its storage: int8-only keeps the matrix per-tensor
+    int8_only = {l.name: l for l in encode(sd, config=EncodeConfig(code_matrices=False)).report.layers}
+    assert int8_only["fc.weight"].storage == "int8" and int8_only["fc.weight"].granularity == "per-tensor"
+    strict = EncodeConfig(quant=QuantSettings(matrix_guard_db=defaults.guard_db))
+    assert {l.name: l for l in encode(sd, config=strict).report.layers}["fc.weight"].granularity == "per-channel"
+
+
 def test_module_round_trip_needs_trust_and_gives_a_runnable_module(tmp_path):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(32, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64),

@@ -4,6 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from weightcodec.config import QuantSettings
 from weightcodec.errors import ConfigError
 from weightcodec.quant import choose_granularity, dequantize, per_tensor_sqnr_db, quantize
 
@@ -60,8 +61,12 @@ def test_guard_flags_a_layer_with_100x_channel_spread():
     rng = np.random.default_rng(0)
     ranges = np.geomspace(0.01, 1.0, 64).astype(np.float32)  # 100x spread of channel ranges
     w = (rng.uniform(-1, 1, (64, 1, 3, 3)) * ranges.reshape(-1, 1, 1, 1)).astype(np.float32)
-    chosen, figure = choose_granularity(w, "auto", threshold_db=30.0)
-    assert chosen == "per-channel" and figure < 30.0
+    defaults = QuantSettings()
+    for threshold in (defaults.guard_db, defaults.matrix_guard_db):  # as a conv, and as a 2-D matrix
+        chosen, figure = choose_granularity(w, "auto", threshold_db=threshold)
+        assert chosen == "per-channel" and figure < threshold
+        chosen, _ = choose_granularity(w.reshape(64, 9), "auto", threshold_db=threshold)
+        assert chosen == "per-channel"
     # per-channel really is much better for it
     per_channel = quantize(w, "per-channel").dequantize()
     assert 10 * np.log10(np.sum(w**2) / np.sum((w - per_channel) ** 2)) > figure + 6
@@ -70,8 +75,10 @@ def test_guard_flags_a_layer_with_100x_channel_spread():
 def test_guard_leaves_a_well_conditioned_layer_alone():
     rng = np.random.default_rng(1)
     w = rng.normal(0, 0.05, (256, 512)).astype(np.float32)
-    chosen, figure = choose_granularity(w, "auto", threshold_db=30.0)
-    assert chosen == "per-tensor" and figure > 30.0
+    defaults = QuantSettings()
+    for weights, threshold in ((w, defaults.matrix_guard_db), (w.reshape(256, 512, 1, 1), defaults.guard_db)):
+        chosen, figure = choose_granularity(weights, "auto", threshold_db=threshold)
+        assert chosen == "per-tensor" and figure > threshold
 
 
 def test_explicit_granularity_is_kept_and_1d_is_always_per_tensor():

@@ -58,6 +58,7 @@ class LayerReport:
     granularity: str | None = None
     guard_db: float | None = None  # the guard's figure: median per-channel SQNR under per-tensor int8
     guard_switched: bool = False  # auto mode moved this layer to per-channel
+    guard_threshold_db: float | None = None  # the threshold the guard applied to this layer
     qp: int | None = None
     lossless: bool | None = None
     profile: str | None = None
@@ -197,12 +198,13 @@ def encode(
         else:
             weights = tensor.detach().to("cpu", torch.float32).numpy()
             requested = config.granularity_for(name)
-            granularity, figure = choose_granularity(weights, requested, threshold_db=config.quant.guard_db)
+            threshold = config.quant.matrix_guard_db if tensor.ndim == 2 else config.quant.guard_db
+            granularity, figure = choose_granularity(weights, requested, threshold_db=threshold)
             q = quantize(weights, granularity)
             scales_seg = payload.add(q.scales.astype("<f4").tobytes())
             sqnr = figure if math.isfinite(figure) else None
             quant = QuantInfo(granularity, 0, scales_seg, sqnr)
-            common = dict(granularity=granularity, guard_db=sqnr,
+            common = dict(granularity=granularity, guard_db=sqnr, guard_threshold_db=threshold,
                           guard_switched=requested == "auto" and granularity == "per-channel")
             if kind == "int8":
                 seg = payload.add_compressible(q.values.tobytes(), level=zstd_level)

@@ -16,6 +16,7 @@ from .api import EncodeReport, decode, encode, read_header
 from .backends import available_backends
 from .config import (
     CHROMA_FORMATS,
+    DEFAULT_MATRIX_GUARD_SQNR_DB,
     DEFAULT_GUARD_SQNR_DB,
     GRANULARITIES,
     X265_PRESETS,
@@ -102,7 +103,9 @@ def main() -> None:
 @click.option("--qp", type=click.IntRange(0, 51), default=28, show_default=True,
               help="HEVC quantization parameter, 0-51: higher is smaller and lossier. It is the QP written in "
                    "the stream (x265's I-frame offset is cancelled).")
-@click.option("--lossless", is_flag=True, help="Code matrices with HEVC lossless mode: int8 round-trips exactly.")
+@click.option("--lossless", is_flag=True, help="Code matrices with HEVC lossless mode: int8 round-trips exactly. Lossless streams "
+                   "signal level 8.5, which phone hardware decoders may refuse, and are larger than "
+                   "--int8-only (zstd); prefer --int8-only for exact weights.")
 @click.option("--layer-qp", "layer_qp", multiple=True, metavar="PATTERN=QP",
               help="Per-layer QP for tensors whose name matches the glob, e.g. 'classifier.*=24'. Repeatable.")
 @click.option("--granularity", type=click.Choice(GRANULARITIES), default="auto", show_default=True,
@@ -110,8 +113,12 @@ def main() -> None:
                    "unless the guard finds that breaks the layer.")
 @click.option("--layer-granularity", multiple=True, metavar="PATTERN=G", help="Per-layer granularity. Repeatable.")
 @click.option("--guard-db", type=click.FloatRange(0, 100), default=DEFAULT_GUARD_SQNR_DB, show_default=True,
-              help="Guard threshold: a layer whose median channel gets less than this SQNR (dB) under per-tensor "
-                   "int8 is flagged (and switched to per-channel in auto mode).")
+              help="Guard threshold for convolution weights: a layer whose median channel gets "
+                   "less than this SQNR (dB) under per-tensor int8 is flagged (and switched to per-channel in "
+                   "auto mode). See docs/QUANTIZATION.md.")
+@click.option("--matrix-guard-db", type=click.FloatRange(0, 100), default=DEFAULT_MATRIX_GUARD_SQNR_DB,
+              show_default=True, help="Guard threshold for 2-D weights (Linear, embeddings): lower, because "
+                                      "per-channel scales cost them bits and HEVC's error dominates.")
 @click.option("--chroma", type=click.Choice(CHROMA_FORMATS), default="yuv420p", show_default=True,
               help="yuv420p: HEVC Main profile with flat chroma (phone decoders); gray: 4:0:0, a range-"
                    "extensions profile most phone hardware cannot decode.")
@@ -130,13 +137,13 @@ def main() -> None:
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output file if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-layer report as JSON on stdout.")
-def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_granularity, guard_db, chroma, preset,
+def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_granularity, guard_db, matrix_guard_db, chroma, preset,
                    max_tile, code_conv, int8_only, no_zstd, backend, trust_pickle, verify, force, quiet, as_json):
     """Compress MODEL (a torch.save'd state_dict, or a pickled nn.Module with --trust-pickle)."""
     output = output or model.with_suffix(".wcodec")
     _check_output(output, force)
     config = _run(_build_config, qp=qp, lossless=lossless, layer_qp=layer_qp, granularity=granularity,
-                  layer_granularity=layer_granularity, guard_db=guard_db, chroma=chroma, preset=preset,
+                  layer_granularity=layer_granularity, guard_db=guard_db, matrix_guard_db=matrix_guard_db, chroma=chroma, preset=preset,
                   max_tile=max_tile, code_conv=code_conv, int8_only=int8_only, no_zstd=no_zstd, backend=backend)
     bar, update = _progress(quiet or as_json, "encoding")
     if bar:
@@ -157,7 +164,7 @@ def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_gra
                   f"({report.ratio:.1f}x) in {report.seconds:.1f} s", highlight=False)
 
 
-def _build_config(*, qp, lossless, layer_qp, granularity, layer_granularity, guard_db, chroma, preset, max_tile,
+def _build_config(*, qp, lossless, layer_qp, granularity, layer_granularity, guard_db, matrix_guard_db, chroma, preset, max_tile,
                   code_conv, int8_only, no_zstd, backend) -> EncodeConfig:
     try:
         width, height = (int(v) for v in max_tile.lower().split("x"))
@@ -174,7 +181,7 @@ def _build_config(*, qp, lossless, layer_qp, granularity, layer_granularity, gua
     return EncodeConfig(
         hevc=HevcSettings(qp=qp, lossless=lossless, chroma=chroma, preset=preset,
                           max_tile_width=width, max_tile_height=height),
-        quant=QuantSettings(granularity=granularity, guard_db=guard_db),
+        quant=QuantSettings(granularity=granularity, guard_db=guard_db, matrix_guard_db=matrix_guard_db),
         backend=backend, code_conv=code_conv, code_matrices=not int8_only, compress_raw=not no_zstd,
         layer_qp=tuple(layer_qps), layer_granularity=layer_gran,
     )
@@ -208,14 +215,14 @@ def _print_report(report: EncodeReport) -> None:
 
 
 def _print_guard(report: EncodeReport, config: EncodeConfig) -> None:
-    threshold = config.quant.guard_db
     switched = [layer for layer in report.layers if layer.guard_switched]
     if switched:
+        first = switched[0]
         console.print(f"[yellow]note:[/] {len(switched)} layer(s) switched to per-channel int8 because per-tensor "
-                      f"int8 left the median channel under {threshold:g} dB SQNR (e.g. {switched[0].name}: {switched[0].guard_db:.1f} dB)",
-                      highlight=False)
+                      f"int8 left the median channel under the guard threshold (e.g. {first.name}: "
+                      f"{first.guard_db:.1f} dB < {first.guard_threshold_db:g} dB)", highlight=False)
     risky = [layer for layer in report.layers if layer.granularity == "per-tensor" and layer.guard_db is not None
-             and layer.guard_db < threshold]
+             and layer.guard_db < layer.guard_threshold_db]
     if risky:
         names = ", ".join(f"{l.name} ({l.guard_db:.1f} dB)" for l in risky[:5])
         more = f" and {len(risky) - 5} more" if len(risky) > 5 else ""

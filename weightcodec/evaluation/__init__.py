@@ -3,6 +3,7 @@
 - :mod:`.models`: build a model from a spec string and a weights file, or from a decoded state_dict.
 - :mod:`.datasets`: deterministic evaluation ``DataLoader``s (ImageNet folder, MNIST, digits).
 - :mod:`.metrics`: top-1 / top-5 accuracy.
+- :mod:`.runner`: :class:`Evaluator`, a model plus its cached evaluation set (sweep and bench).
 - :mod:`.assets`: where the read-only shared assets live.
 
 This package never prints and never exits; errors are raised as ``ValueError`` or
@@ -22,6 +23,7 @@ from .datasets import (
     mnist_idx,
 )
 from .metrics import Accuracy, evaluate
+from .runner import Evaluator
 from .models import (
     available_models,
     build_architecture,
@@ -35,6 +37,7 @@ __all__ = [
     "ASSETS_ENV_VAR",
     "Accuracy",
     "DatasetChoice",
+    "Evaluator",
     "asset_path",
     "available_models",
     "build_architecture",
