@@ -217,12 +217,13 @@ def _print_report(report: EncodeReport) -> None:
 def _print_guard(report: EncodeReport, config: EncodeConfig) -> None:
     switched = [layer for layer in report.layers if layer.guard_switched]
     if switched:
-        first = switched[0]
+        first = min(switched, key=lambda layer: layer.guard_db)
         console.print(f"[yellow]note:[/] {len(switched)} layer(s) switched to per-channel int8 because per-tensor "
                       f"int8 left the median channel under the guard threshold (e.g. {first.name}: "
                       f"{first.guard_db:.1f} dB < {first.guard_threshold_db:g} dB)", highlight=False)
     risky = [layer for layer in report.layers if layer.granularity == "per-tensor" and layer.guard_db is not None
              and layer.guard_db < layer.guard_threshold_db]
+    risky.sort(key=lambda layer: layer.guard_db)  # worst first
     if risky:
         names = ", ".join(f"{l.name} ({l.guard_db:.1f} dB)" for l in risky[:5])
         more = f" and {len(risky) - 5} more" if len(risky) > 5 else ""
