@@ -41,7 +41,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -51,13 +50,15 @@ import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # ``python bench/run.py`` puts bench/ first, not the repo root
     sys.path.insert(0, str(ROOT))
+
+from weightcodec.evaluation.machine import machine_info  # noqa: E402
 
 MODELS = ("digits-mlp", "mnist-mlp", "mobilenet_v2")
 CODECS = ("weightcodec", "nncodec", "zstd", "zipnn", "int8")
@@ -820,37 +821,6 @@ def _git_state() -> dict[str, Any] | None:
         return {"commit": head, "weightcodec_modified": sorted(l[3:] for l in dirty if l.strip())}
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def machine_info() -> dict[str, Any]:
-    import importlib.metadata
-
-    cpu = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = round(int(line.split()[1]) / 2**20, 1)
-    except OSError:
-        pass
-    versions = {}
-    for pkg in ("weightcodec", "torch", "numpy", "av", "zstandard", "zipnn", "rich", "matplotlib"):
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            versions[pkg] = None
-    import torch
-
-    return {"cpu_model": cpu or platform.processor() or None, "logical_cores": os.cpu_count(),
-            "memory_gib": mem, "platform": platform.platform(), "python": platform.python_version(),
-            "torch_threads": torch.get_num_threads(), "versions": versions}
 
 
 def fmt(x: float | None, spec: str, dash: str = "-") -> str:

@@ -1,7 +1,6 @@
 """The library API end to end: what goes in comes back, within the bounds each storage promises."""
 
 import os
-from collections import OrderedDict
 
 import numpy as np
 import pytest

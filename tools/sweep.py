@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -38,6 +37,7 @@ from weightcodec.config import EncodeConfig, HevcSettings, QuantSettings
 from weightcodec.errors import WeightcodecError
 from weightcodec.evaluation import Evaluator
 from weightcodec.evaluation.datasets import DATASETS
+from weightcodec.evaluation.machine import machine_info
 from weightcodec.quant import QuantizedTensor
 
 SCHEMA = "weightcodec-sweep/1"
@@ -243,6 +243,17 @@ def write_plots(result: dict, out: Path) -> list[Path]:
     written = []
     title = f"{result['model']['spec']} on {result['data']['dataset']} (n={result['data']['n']})"
 
+    def save(xlabel: str, name: str) -> None:
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("top-1 (%)")
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(out / name)
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([r["model_bytes"] / 1e6 for r in qp_rows], [r["top1"] for r in qp_rows], "o-", label="HEVC QP")
     for r in qp_rows:
@@ -251,30 +262,14 @@ def write_plots(result: dict, out: Path) -> list[Path]:
     for r, marker in zip([r for r in rows if r["settings"].get("qp") is None], "s^Dv"):
         ax.plot([r["model_bytes"] / 1e6], [r["top1"]], marker, label=r["row"])
     ax.set_xscale("log")
-    ax.set_xlabel("model size (MB, log)")
-    ax.set_ylabel("top-1 (%)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    written.append(out / "top1_vs_bytes.png")
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
+    save("model size (MB, log)", "top1_vs_bytes.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([r["settings"]["qp"] for r in qp_rows], [r["top1"] for r in qp_rows], "o-", label="HEVC QP")
     for r, style in ((rows[0], "--"), (next((r for r in rows if r["row"] == "int8"), None), ":")):
         if r is not None:
             ax.axhline(r["top1"], linestyle=style, color="gray", label=r["row"])
-    ax.set_xlabel("QP")
-    ax.set_ylabel("top-1 (%)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    written.append(out / "top1_vs_qp.png")
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
+    save("QP", "top1_vs_qp.png")
     return written
 
 
@@ -286,19 +281,6 @@ def _parse_qps(text: str) -> tuple[int, ...]:
     if not qps or any(not 0 <= qp <= 51 for qp in qps):
         raise click.BadParameter(f"QPs must be integers from 0 to 51, got {text!r}")
     return tuple(sorted(set(qps)))
-
-
-def _machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "torch": torch.__version__}
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -398,7 +380,7 @@ def main(spec, weights, trust_pickle, dataset, data_root, preprocessing, limit, 
         "coded_layers": sweep.coded_names,
         "float_layer_bytes": {n: sweep.source[n].numel() * sweep.source[n].element_size()
                               for n in sweep.coded_names},
-        "machine": _machine(),
+        "machine": machine_info(),
         "rows": rows,
     }
     _write_atomic(out / "sweep.json", json.dumps(result, indent=1, sort_keys=True) + "\n")
