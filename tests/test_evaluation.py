@@ -348,3 +348,17 @@ def test_mobilenet_v2_asset_accuracy() -> None:
     assert result["n"] == 100
     assert result["top1"] >= 75.0  # measured 87.0 / 97.0 on these 100 images
     assert result["top5"] >= result["top1"]
+
+
+def test_evaluator_caches_batches_and_scores_other_weights():
+    from weightcodec.evaluation import Evaluator
+
+    evaluator = Evaluator.create("digits-mlp")
+    first = evaluator.score()
+    assert evaluator.batches.cached is not None  # type: ignore[attr-defined]  # filled by the first pass
+    assert evaluator.score() == first and first["n"] == 360
+    zeroed = {k: torch.zeros_like(v) for k, v in evaluator.reference_state_dict().items()}
+    broken = evaluator.score(zeroed)
+    assert broken["top1"] < 20 and evaluator.score() == first  # the reference model is untouched
+    with pytest.raises(ValueError, match="does not fit"):
+        evaluator.score({"1.weight": torch.zeros(3, 3)})
