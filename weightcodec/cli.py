@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from . import __version__
+from .allocate import encode_to_size
 from .api import EncodeReport, decode, encode, read_header
 from .backends import available_backends
 from .config import (
@@ -48,6 +50,16 @@ def _run(fn, *args, **kwargs):
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]: nothing was written")
         sys.exit(130)
+
+
+def _parse_size(text: str | None) -> int | None:
+    if text is None:
+        return None
+    units = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3}
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in units or float(match.group(1)) * units[match.group(2).lower()] < 1:
+        raise click.BadParameter(f"expected a size such as 100k, 2.5M or 123456, got {text!r}")
+    return int(float(match.group(1)) * units[match.group(2).lower()])
 
 
 def _progress(quiet: bool, description: str):
@@ -125,6 +137,10 @@ def main() -> None:
 @click.option("--preset", type=click.Choice(X265_PRESETS), default="medium", show_default=True, help="x265 speed preset.")
 @click.option("--max-tile", default="4096x2160", show_default=True, metavar="WxH",
               help="Largest frame; bigger matrices are split into tiles.")
+@click.option("--target-size", metavar="SIZE", callback=lambda ctx, param, value: _parse_size(value),
+              help="Fit the file into SIZE (e.g. 100k, 2.5M, 123456 bytes): every coded layer gets its own QP "
+                   "(20-44), chosen where it costs the least error per byte. Replaces --qp; slower (codes "
+                   "each layer at every candidate QP).")
 @click.option("--code-conv", is_flag=True, help="Also HEVC-code conv weights (costs accuracy; see docs).")
 @click.option("--int8-only", is_flag=True, help="No HEVC: store every quantized weight as int8.")
 @click.option("--no-zstd", is_flag=True, help="Store raw and int8 tensors uncompressed.")
@@ -138,7 +154,8 @@ def main() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-layer report as JSON on stdout.")
 def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_granularity, guard_db, matrix_guard_db, chroma, preset,
-                   max_tile, code_conv, int8_only, no_zstd, backend, trust_pickle, verify, force, quiet, as_json):
+                   max_tile, target_size, code_conv, int8_only, no_zstd, backend, trust_pickle, verify, force, quiet,
+                   as_json):
     """Compress MODEL (a torch.save'd state_dict, or a pickled nn.Module with --trust-pickle)."""
     output = output or model.with_suffix(".wcodec")
     _check_output(output, force)
@@ -149,7 +166,12 @@ def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_gra
     if bar:
         bar.start()
     try:
-        result = _run(encode, model, output, config=config, trust_pickle=trust_pickle, verify=verify, progress=update)
+        if target_size is None:
+            result = _run(encode, model, output, config=config, trust_pickle=trust_pickle, verify=verify,
+                          progress=update)
+        else:
+            result, _ = _run(encode_to_size, model, output, target_bytes=target_size, config=config,
+                             trust_pickle=trust_pickle, verify=verify, progress=update)
     finally:
         if bar:
             bar.stop()
