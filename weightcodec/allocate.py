@@ -23,7 +23,7 @@ import torch
 from .api import EncodeResult, classify, decode, encode
 from .config import EncodeConfig, HevcSettings
 from .errors import ConfigError
-from .modelio import LoadedModel, atomic_write, from_object, load_model
+from .modelio import LoadedModel, atomic_write, load_source
 
 #: Candidate QPs of the search (the user's --qp range is not needed: the budget decides).
 DEFAULT_CANDIDATE_QPS: tuple[int, ...] = tuple(range(20, 45, 2))
@@ -100,12 +100,7 @@ def allocate_qps(
         raise ConfigError("a size budget chooses every layer's QP: drop --layer-qp / --lossless")
     if not isinstance(target_bytes, int) or target_bytes <= 0:
         raise ConfigError(f"target size must be a positive number of bytes, got {target_bytes!r}")
-    if isinstance(source, LoadedModel):
-        loaded = source
-    elif isinstance(source, (str, Path)):
-        loaded = load_model(source, trust_pickle=trust_pickle)
-    else:
-        loaded = from_object(source)
+    loaded = load_source(source, trust_pickle=trust_pickle)
     state_dict = loaded.state_dict
     coded = [name for name, t in state_dict.items() if classify(name, t, config) == "hevc"]
     if not coded:
@@ -211,12 +206,7 @@ def encode_to_size(
         ConfigError: as :func:`allocate_qps`, or if the budget cannot be met.
     """
     config = config or EncodeConfig()
-    if isinstance(source, LoadedModel):
-        loaded = source
-    elif isinstance(source, (str, Path)):
-        loaded = load_model(source, trust_pickle=trust_pickle)
-    else:
-        loaded = from_object(source)
+    loaded = load_source(source, trust_pickle=trust_pickle)
     allocation = allocate_qps(loaded, target_bytes=target_bytes, config=config,
                               candidate_qps=candidate_qps, progress=progress)
     budget = target_bytes - allocation.fixed_bytes

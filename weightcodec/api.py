@@ -31,7 +31,7 @@ from .container import (
 )
 from .errors import CorruptStreamError, ModelLoadError, WeightcodecError
 from .hevc import parse_stream_info
-from .modelio import LoadedModel, atomic_write, from_object, load_model, module_skeleton, rebuild_module
+from .modelio import LoadedModel, atomic_write, load_source, module_skeleton, rebuild_module
 from .quant import QuantizedTensor, choose_granularity, dequantize, quantize
 from .tiling import VALUE_OFFSET, TileLayout, frames_to_matrix, matrix_to_frames, plan_tiles
 
@@ -164,12 +164,7 @@ def encode(
     """
     config = config or EncodeConfig()
     started = time.perf_counter()
-    if isinstance(source, LoadedModel):
-        loaded = source
-    elif isinstance(source, (str, Path)):
-        loaded = load_model(source, trust_pickle=trust_pickle)
-    else:
-        loaded = from_object(source)
+    loaded = load_source(source, trust_pickle=trust_pickle)
     state_dict = loaded.state_dict
     kinds = {name: classify(name, t, config) for name, t in state_dict.items()}
     backend = get_backend(config.backend) if "hevc" in kinds.values() else None

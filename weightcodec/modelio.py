@@ -73,6 +73,15 @@ def load_model(path: str | Path, *, trust_pickle: bool = False) -> LoadedModel:
     return from_object(obj, source=str(path))
 
 
+def load_source(source: object, *, trust_pickle: bool = False) -> LoadedModel:
+    """A path (read with :func:`load_model`), a state_dict or module, or an already loaded model."""
+    if isinstance(source, LoadedModel):
+        return source
+    if isinstance(source, (str, Path)):
+        return load_model(source, trust_pickle=trust_pickle)
+    return from_object(source)
+
+
 def _load_trusted(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
