@@ -461,17 +461,9 @@ class Bench:
 
         cs = self.cs
         self.step("zstd -19")
-        enc_s, dec_s, sizes = [], [], None
-        for _ in range(self.args.repeats):
-            t0 = time.perf_counter()
-            comp = [zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(cs.q[n].tobytes()) for n in cs.names]
-            t1 = time.perf_counter()
-            back = [zstandard.ZstdDecompressor().decompress(c) for c in comp]
-            dec_s.append(time.perf_counter() - t1)
-            enc_s.append(t1 - t0)
-            if any(b != cs.q[n].tobytes() for b, n in zip(back, cs.names)):
-                raise BenchError(f"{self.spec}: zstd round trip mismatch")
-            sizes = [len(c) for c in comp]
+        enc_s, dec_s, sizes = self._time_lossless_bytes_codec(
+            "zstd", lambda b: zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(b),
+            lambda c: zstandard.ZstdDecompressor().decompress(c))
         coded = sum(sizes) + cs.scale_bytes
         self.records.append(Record(
             id="zstd/19", codec="zstd", family="zstd -19", label="zstd -19 (int8)",
@@ -482,6 +474,23 @@ class Bench:
             timing_note="compress/decompress of each layer's int8 bytes, one thread",
             memory=self._memory("zstd", self._sub_int8()), recon=cs.q, score_priority="always",
             extra={"layer_bytes": dict(zip(cs.names, sizes))}))
+
+    def _time_lossless_bytes_codec(self, name: str, compress, decompress) -> tuple[list, list, list[int]]:
+        """Encode/decode seconds per repeat and compressed sizes of each coded layer's int8 bytes."""
+        cs = self.cs
+        raw = [cs.q[n].tobytes() for n in cs.names]
+        enc_s, dec_s, sizes = [], [], []
+        for _ in range(self.args.repeats):
+            t0 = time.perf_counter()
+            comp = [compress(b) for b in raw]
+            t1 = time.perf_counter()
+            back = [decompress(c) for c in comp]
+            dec_s.append(time.perf_counter() - t1)
+            enc_s.append(t1 - t0)
+            if back != raw:
+                raise BenchError(f"{self.spec}: {name} round trip mismatch")
+            sizes = [len(c) for c in comp]
+        return enc_s, dec_s, sizes
 
     def add_zipnn_row(self) -> None:
         try:
@@ -498,17 +507,8 @@ class Bench:
         cs = self.cs
         self.step("zipnn")
         z = _zipnn_codec(zipnn)
-        enc_s, dec_s, sizes = [], [], None
-        for _ in range(self.args.repeats):
-            t0 = time.perf_counter()
-            comp = [z.compress(cs.q[n].tobytes()) for n in cs.names]
-            t1 = time.perf_counter()
-            back = [bytes(z.decompress(c)) for c in comp]
-            dec_s.append(time.perf_counter() - t1)
-            enc_s.append(t1 - t0)
-            if any(b != cs.q[n].tobytes() for b, n in zip(back, cs.names)):
-                raise BenchError(f"{self.spec}: zipnn round trip mismatch")
-            sizes = [len(c) for c in comp]
+        enc_s, dec_s, sizes = self._time_lossless_bytes_codec(
+            "zipnn", z.compress, lambda c: bytes(z.decompress(c)))
         coded = sum(sizes) + cs.scale_bytes
         self.records.append(Record(
             id="zipnn", codec="zipnn", family="zipnn", label="zipnn (int8)",
