@@ -13,6 +13,7 @@ measured once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -206,6 +207,7 @@ def encode_to_size(
         ConfigError: as :func:`allocate_qps`, or if the budget cannot be met.
     """
     config = config or EncodeConfig()
+    started = time.perf_counter()
     loaded = load_source(source, trust_pickle=trust_pickle)
     allocation = allocate_qps(loaded, target_bytes=target_bytes, config=config,
                               candidate_qps=candidate_qps, progress=progress)
@@ -214,6 +216,8 @@ def encode_to_size(
         result = encode(loaded, config=allocation.config(config), verify=verify, metadata=metadata)
         overshoot = result.report.total_bytes - target_bytes
         if overshoot <= 0:
+            # the report's time covers the whole search, not only the final encode
+            result = replace(result, report=replace(result.report, seconds=time.perf_counter() - started))
             if output is not None:
                 atomic_write(output, [result.data])
                 result = replace(result, path=Path(output))
