@@ -107,25 +107,30 @@ def allocate_qps(
     if not coded:
         raise ConfigError("the model has no HEVC-coded layer: a size budget has nothing to choose")
 
-    # The rest of the file: a whole encode at the highest QP, minus its coded layers.
+    # A whole encode at the highest QP gives the rest of the file (what is not a coded layer) and
+    # every layer's option at that QP; the lower QPs are measured layer by layer.
     top = encode(loaded, config=replace(config, hevc=replace(config.hevc, qp=qps[-1])))
-    fixed = top.report.total_bytes - sum(l.stored_bytes for l in top.report.layers if l.storage == "hevc")
+    top_bytes = {l.name: l.stored_bytes for l in top.report.layers if l.storage == "hevc"}
+    top_restored = decode(top.data, backend=config.backend, as_state_dict=True).state_dict
+    fixed = top.report.total_bytes - sum(top_bytes.values())
 
     options: dict[str, list[QpOption]] = {}
     total_jobs = len(coded) * len(qps)
-    done = 0
+    done = len(coded)
+    if progress:
+        progress("", done, total_jobs)
     for name in coded:
         tensor = state_dict[name]
-        options[name] = []
-        for qp in qps:
+        measured = []
+        for qp in qps[:-1]:
             single = encode({name: tensor}, config=replace(config, hevc=replace(config.hevc, qp=qp)))
             restored = decode(single.data, backend=config.backend, as_state_dict=True).state_dict[name]
-            option = QpOption(qp, single.report.layers[0].stored_bytes, _relative_error(tensor, restored))
-            if not options[name] or option.distortion <= max_relative_error:
-                options[name].append(option)
+            measured.append(QpOption(qp, single.report.layers[0].stored_bytes, _relative_error(tensor, restored)))
             done += 1
             if progress:
                 progress(name, done, total_jobs)
+        measured.append(QpOption(qps[-1], top_bytes[name], _relative_error(tensor, top_restored[name])))
+        options[name] = [o for i, o in enumerate(measured) if i == 0 or o.distortion <= max_relative_error]
 
     layer_qp, used = choose_qps(options, target_bytes - fixed, fixed_bytes=fixed)
     return Allocation(layer_qp=layer_qp, coded_bytes=used, fixed_bytes=fixed, options=options)
