@@ -122,14 +122,14 @@ def classify(name: str, tensor: torch.Tensor, config: EncodeConfig) -> str:
     """``"hevc"``, ``"int8"`` or ``"raw"`` for one state_dict entry (the rule in docs/QUANTIZATION.md).
 
     Quantized: floating-point tensors named ``*weight`` with at least two dimensions (the weights
-    of Linear, Conv, Embedding and attention projections) and at least ``quant.min_elements``
+    of Linear, Conv, Embedding and attention projections) and at least ``min_quantized_elements``
     elements. Biases, norm parameters, buffers and small tensors stay raw. Of the quantized, 2-D
     ones with at least ``min_coded_elements`` elements are HEVC-coded (conv weights too, reshaped
     to ``(out, in*k*k)``, with ``code_conv``); the rest are stored as int8.
     """
     if not (tensor.is_floating_point() and tensor.ndim >= 2 and name.endswith("weight")):
         return "raw"
-    if tensor.numel() < config.quant.min_elements:
+    if tensor.numel() < config.min_quantized_elements:
         return "raw"
     codable = tensor.ndim == 2 or config.code_conv
     if config.code_matrices and codable and tensor.numel() >= config.min_coded_elements:

@@ -23,11 +23,9 @@ from .config import (
     GRANULARITIES,
     X265_PRESETS,
     EncodeConfig,
-    HevcSettings,
-    QuantSettings,
-    parse_assignment,
+    build_encode_config,
 )
-from .errors import ConfigError, WeightcodecError
+from .errors import WeightcodecError
 from .modelio import save_torch
 
 # Wide tables when piped (rich assumes 80 columns without a terminal).
@@ -159,7 +157,7 @@ def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_gra
     """Compress MODEL (a torch.save'd state_dict, or a pickled nn.Module with --trust-pickle)."""
     output = output or model.with_suffix(".wcodec")
     _check_output(output, force)
-    config = _run(_build_config, qp=qp, lossless=lossless, layer_qp=layer_qp, granularity=granularity,
+    config = _run(build_encode_config, qp=qp, lossless=lossless, layer_qp=layer_qp, granularity=granularity,
                   layer_granularity=layer_granularity, guard_db=guard_db, matrix_guard_db=matrix_guard_db, chroma=chroma, preset=preset,
                   max_tile=max_tile, code_conv=code_conv, int8_only=int8_only, no_zstd=no_zstd, backend=backend)
     bar, update = _progress(quiet or as_json, "encoding")
@@ -184,29 +182,6 @@ def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_gra
     _print_guard(report, config)
     console.print(f"wrote [bold]{output}[/]: {_human(report.total_bytes)} from {_human(report.original_bytes)} "
                   f"({report.ratio:.1f}x) in {report.seconds:.1f} s", highlight=False)
-
-
-def _build_config(*, qp, lossless, layer_qp, granularity, layer_granularity, guard_db, matrix_guard_db, chroma, preset, max_tile,
-                  code_conv, int8_only, no_zstd, backend) -> EncodeConfig:
-    try:
-        width, height = (int(v) for v in max_tile.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"--max-tile must look like 4096x2160, got {max_tile!r}") from None
-    layer_qps = []
-    for item in layer_qp:
-        pattern, value = parse_assignment(item, value_name="QP")
-        try:
-            layer_qps.append((pattern, int(value)))
-        except ValueError:
-            raise ConfigError(f"--layer-qp {item!r}: QP must be an integer from 0 to 51") from None
-    layer_gran = tuple(parse_assignment(item, value_name="GRANULARITY") for item in layer_granularity)
-    return EncodeConfig(
-        hevc=HevcSettings(qp=qp, lossless=lossless, chroma=chroma, preset=preset,
-                          max_tile_width=width, max_tile_height=height),
-        quant=QuantSettings(granularity=granularity, guard_db=guard_db, matrix_guard_db=matrix_guard_db),
-        backend=backend, code_conv=code_conv, code_matrices=not int8_only, compress_raw=not no_zstd,
-        layer_qp=tuple(layer_qps), layer_granularity=layer_gran,
-    )
 
 
 def _report_json(report: EncodeReport, output: Path) -> dict:

@@ -112,7 +112,6 @@ class QuantSettings:
     granularity: str = "auto"
     guard_db: float = DEFAULT_GUARD_SQNR_DB
     matrix_guard_db: float = DEFAULT_MATRIX_GUARD_SQNR_DB
-    min_elements: int = 256
 
     def __post_init__(self) -> None:
         _check(self.granularity in GRANULARITIES,
@@ -121,13 +120,15 @@ class QuantSettings:
             value = getattr(self, name)
             _check(isinstance(value, (int, float)) and 0 <= value <= 100,
                    f"{name} must be a number of dB from 0 to 100, got {value!r}")
-        _check(isinstance(self.min_elements, int) and self.min_elements >= 1,
-               f"min_elements must be a positive integer, got {self.min_elements!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
 class EncodeConfig:
     """Everything :func:`weightcodec.api.encode` needs to know.
+
+    The storage rule (which tensors are quantized, which of those are HEVC-coded; see
+    :func:`weightcodec.plan.storage_kind`) is the four fields ``min_quantized_elements``,
+    ``min_coded_elements``, ``code_matrices`` and ``code_conv``.
 
     ``layer_qp`` and ``layer_granularity`` are ``(pattern, value)`` pairs; the pattern is an
     fnmatch glob over tensor names (``"features.*"``, ``"classifier.1.weight"``), and the last
@@ -139,6 +140,7 @@ class EncodeConfig:
     backend: str = "pyav"
     code_matrices: bool = True
     code_conv: bool = False
+    min_quantized_elements: int = 256
     min_coded_elements: int = 4096
     compress_raw: bool = True
     zstd_level: int = 19
@@ -148,8 +150,10 @@ class EncodeConfig:
     def __post_init__(self) -> None:
         _check(isinstance(self.hevc, HevcSettings), "hevc must be a HevcSettings")
         _check(isinstance(self.quant, QuantSettings), "quant must be a QuantSettings")
-        _check(isinstance(self.min_coded_elements, int) and self.min_coded_elements >= 1,
-               f"min_coded_elements must be a positive integer, got {self.min_coded_elements!r}")
+        for name in ("min_quantized_elements", "min_coded_elements"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                   f"{name} must be a positive integer, got {value!r}")
         _check(isinstance(self.zstd_level, int) and 1 <= self.zstd_level <= 22,
                f"zstd_level must be an integer from 1 to 22, got {self.zstd_level!r}")
         for pattern, qp in self.layer_qp:
@@ -186,3 +190,57 @@ def parse_assignment(text: str, *, value_name: str) -> tuple[str, str]:
     if not sep or not pattern or not value:
         raise ConfigError(f"expected PATTERN={value_name}, got {text!r}")
     return pattern, value
+
+
+def parse_tile_size(text: str) -> tuple[int, int]:
+    """``"4096x2160"`` -> ``(4096, 2160)`` (width, height)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--max-tile must look like 4096x2160, got {text!r}") from None
+    return width, height
+
+
+def build_encode_config(
+    *,
+    qp: int = 28,
+    lossless: bool = False,
+    layer_qp: tuple[str, ...] = (),
+    granularity: str = "auto",
+    layer_granularity: tuple[str, ...] = (),
+    guard_db: float = DEFAULT_GUARD_SQNR_DB,
+    matrix_guard_db: float = DEFAULT_MATRIX_GUARD_SQNR_DB,
+    chroma: str = "yuv420p",
+    preset: str = "medium",
+    max_tile: str = "4096x2160",
+    code_conv: bool = False,
+    int8_only: bool = False,
+    no_zstd: bool = False,
+    backend: str = "pyav",
+) -> EncodeConfig:
+    """The one place where command-line style options become an :class:`EncodeConfig`.
+
+    Every option has the meaning (and the spelling, with ``-`` as ``_``) of ``wcodec encode``'s;
+    ``layer_qp`` and ``layer_granularity`` take ``"PATTERN=VALUE"`` strings. ``wcodec encode`` and
+    the tools (``tools/sweep.py`` ...) build their configs here, so the same options mean the same
+    encode everywhere.
+
+    Raises:
+        ConfigError: for any invalid option, naming it.
+    """
+    width, height = parse_tile_size(max_tile)
+    layer_qps = []
+    for item in layer_qp:
+        pattern, value = parse_assignment(item, value_name="QP")
+        try:
+            layer_qps.append((pattern, int(value)))
+        except ValueError:
+            raise ConfigError(f"--layer-qp {item!r}: QP must be an integer from 0 to 51") from None
+    layer_gran = tuple(parse_assignment(item, value_name="GRANULARITY") for item in layer_granularity)
+    return EncodeConfig(
+        hevc=HevcSettings(qp=qp, lossless=lossless, chroma=chroma, preset=preset,
+                          max_tile_width=width, max_tile_height=height),
+        quant=QuantSettings(granularity=granularity, guard_db=guard_db, matrix_guard_db=matrix_guard_db),
+        backend=backend, code_conv=code_conv, code_matrices=not int8_only, compress_raw=not no_zstd,
+        layer_qp=tuple(layer_qps), layer_granularity=layer_gran,
+    )

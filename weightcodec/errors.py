@@ -28,6 +28,23 @@ class OutputError(WeightcodecError):
     """The output path cannot be written."""
 
 
+# --- evaluation (model registry, data sets, scoring) ------------------------------------------
+class EvaluationError(WeightcodecError):
+    """A model spec, weights file or evaluation data set cannot be used (base of the cases below)."""
+
+
+class UnknownModelError(EvaluationError, ValueError):
+    """No model of that name is registered (and it is not a torchvision architecture)."""
+
+
+class AssetNotFoundError(EvaluationError, FileNotFoundError):
+    """A weights file, data set folder or shared asset is missing."""
+
+
+class DatasetError(EvaluationError, ValueError):
+    """An evaluation or calibration data set is malformed or does not fit the model."""
+
+
 # --- codec backends ---------------------------------------------------------------------------
 class BackendError(WeightcodecError):
     """A frame codec backend is unavailable or failed to encode/decode."""

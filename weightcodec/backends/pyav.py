@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..config import HevcSettings
-from ..errors import BackendError, CorruptStreamError
+from ..errors import BackendError, BackendUnavailableError, CorruptStreamError
 from .base import FrameCodec, check_frames, register, require_module, yuv420_from_luma
 
 
@@ -19,7 +19,10 @@ class PyAVCodec(FrameCodec):
     def check_available(cls) -> None:
         av = require_module("av", "pyav", "pip install av")
         if "libx265" not in av.codecs_available or "hevc" not in av.codecs_available:
-            raise BackendError("this PyAV build has no libx265 encoder or HEVC decoder")
+            raise BackendUnavailableError(
+                "this PyAV build has no libx265 encoder or HEVC decoder: pip install a PyAV wheel that bundles "
+                "them (the default), or use --backend ffmpeg"
+            )
 
     def encode(self, frames: np.ndarray, settings: HevcSettings) -> bytes:
         import av
