@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from weightcodec import EncodeConfig, HevcSettings, QuantSettings, decode, encode, read_header
-from weightcodec.api import classify
+from weightcodec.plan import storage_kind
 from weightcodec.backends.pyav import PyAVCodec
 from weightcodec.errors import BackendError, ConfigError, ModelLoadError, OutputError, UntrustedPickleError
 from weightcodec.quant import quantize
@@ -56,7 +56,7 @@ def test_layer_qp_overrides_and_int8_only_and_code_conv(small_state_dict):
     only = {l.name: l.storage for l in encode(small_state_dict, config=EncodeConfig(code_matrices=False)).report.layers}
     assert "hevc" not in only.values()
     conv = EncodeConfig(code_conv=True, min_coded_elements=1000)
-    assert classify("conv.weight", small_state_dict["conv.weight"], conv) == "hevc"
+    assert storage_kind("conv.weight", small_state_dict["conv.weight"], conv) == "hevc"
     decoded = decode(encode(small_state_dict, config=conv).data)
     assert decoded.state_dict["conv.weight"].shape == (16, 8, 3, 3)
 
@@ -106,7 +106,7 @@ def test_module_round_trip_needs_trust_and_gives_a_runnable_module(tmp_path):
     with pytest.raises(UntrustedPickleError, match="--trust-pickle"):
         encode(path)
     data = encode(path, trust_pickle=True).data
-    assert read_header(data).model["kind"] == "module"
+    assert read_header(data).model.kind == "module"
     with pytest.raises(UntrustedPickleError):
         decode(data)
     assert decode(data, as_state_dict=True).module is None

@@ -54,8 +54,8 @@ def test_header_round_trips_and_describes_every_tensor(wcodec_bytes):
     header = read_header(wcodec_bytes)
     by_name = {t.name: t for t in header.tensors}
     assert [t.name for t in header.tensors] == ["fc.weight", "fc.bias", "conv.weight"]
-    assert by_name["fc.weight"].storage == "hevc" and by_name["fc.weight"].hevc["qp"] == 30
-    assert by_name["fc.weight"].hevc["stream"]["profile"] == "Main"
+    assert by_name["fc.weight"].storage == "hevc" and by_name["fc.weight"].hevc.qp == 30
+    assert by_name["fc.weight"].hevc.stream["profile"] == "Main"
     assert by_name["conv.weight"].storage == "int8" and by_name["fc.bias"].storage == "raw"
     assert by_name["fc.weight"].quant.granularity == "per-tensor"
 

@@ -34,6 +34,7 @@ import torch
 
 from weightcodec import api
 from weightcodec.config import EncodeConfig, HevcSettings, QuantSettings
+from weightcodec.plan import storage_kind
 from weightcodec.errors import WeightcodecError
 from weightcodec.evaluation import Evaluator
 from weightcodec.evaluation.datasets import DATASETS
@@ -106,7 +107,7 @@ class Sweep:
         self.int8_bytes: int | None = None
         self.int8_reference: dict[str, QuantizedTensor] = {}
         coding = settings.config()
-        self.coded_names = [n for n, t in self.source.items() if api.classify(n, t, coding) == "hevc"]
+        self.coded_names = [n for n, t in self.source.items() if storage_kind(n, t, coding) == "hevc"]
 
     def _score(self, label: str, state_dict=None) -> dict:
         task = self.progress.add_task(f"evaluate {label}", total=self.evaluator.num_samples)

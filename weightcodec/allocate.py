@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .api import EncodeResult, classify, decode, encode
+from .api import EncodeResult, decode, encode
 from .config import EncodeConfig, HevcSettings
 from .errors import ConfigError
 from .modelio import LoadedModel, atomic_write, load_source
+from .plan import storage_kind
 
 #: Candidate QPs of the search (the user's --qp range is not needed: the budget decides).
 DEFAULT_CANDIDATE_QPS: tuple[int, ...] = tuple(range(20, 45, 2))
@@ -103,7 +104,7 @@ def allocate_qps(
         raise ConfigError(f"target size must be a positive number of bytes, got {target_bytes!r}")
     loaded = load_source(source, trust_pickle=trust_pickle)
     state_dict = loaded.state_dict
-    coded = [name for name, t in state_dict.items() if classify(name, t, config) == "hevc"]
+    coded = [name for name, t in state_dict.items() if storage_kind(name, t, config) == "hevc"]
     if not coded:
         raise ConfigError("the model has no HEVC-coded layer: a size budget has nothing to choose")
 

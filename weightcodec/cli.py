@@ -175,21 +175,13 @@ def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_gra
             bar.stop()
     report = result.report
     if as_json:
-        out.print_json(json.dumps(_report_json(report, output)))
+        out.print_json(json.dumps(report.to_json(output)))
         return
     if not quiet:
         _print_report(report)
-    _print_guard(report, config)
+    _print_notices(report)
     console.print(f"wrote [bold]{output}[/]: {_human(report.total_bytes)} from {_human(report.original_bytes)} "
                   f"({report.ratio:.1f}x) in {report.seconds:.1f} s", highlight=False)
-
-
-def _report_json(report: EncodeReport, output: Path) -> dict:
-    return {
-        "output": str(output), "total_bytes": report.total_bytes, "original_bytes": report.original_bytes,
-        "header_bytes": report.header_bytes, "ratio": report.ratio, "seconds": report.seconds,
-        "layers": [{**layer.__dict__, "shape": list(layer.shape)} for layer in report.layers],
-    }
 
 
 def _print_report(report: EncodeReport) -> None:
@@ -211,22 +203,10 @@ def _print_report(report: EncodeReport) -> None:
     console.print(table)
 
 
-def _print_guard(report: EncodeReport, config: EncodeConfig) -> None:
-    switched = [layer for layer in report.layers if layer.guard_switched]
-    if switched:
-        first = min(switched, key=lambda layer: layer.guard_db)
-        console.print(f"[yellow]note:[/] {len(switched)} layer(s) switched to per-channel int8 because per-tensor "
-                      f"int8 left the median channel under the guard threshold (e.g. {first.name}: "
-                      f"{first.guard_db:.1f} dB < {first.guard_threshold_db:g} dB)", highlight=False)
-    risky = [layer for layer in report.layers if layer.granularity == "per-tensor" and layer.guard_db is not None
-             and layer.guard_db < layer.guard_threshold_db]
-    risky.sort(key=lambda layer: layer.guard_db)  # worst first
-    if risky:
-        names = ", ".join(f"{l.name} ({l.guard_db:.1f} dB)" for l in risky[:5])
-        more = f" and {len(risky) - 5} more" if len(risky) > 5 else ""
-        console.print(f"[bold yellow]warning:[/] per-tensor int8 is poor for {len(risky)} layer(s): {names}{more}. "
-                      "The model may lose much accuracy; re-run with --granularity auto (or per-channel, or "
-                      "--layer-granularity 'NAME=per-channel').", highlight=False)
+def _print_notices(report: EncodeReport) -> None:
+    for notice in report.notices:
+        style = "[yellow]note:[/]" if notice.level == "note" else "[bold yellow]warning:[/]"
+        console.print(f"{style} {notice.message}", highlight=False)
 
 
 @main.command("decode")
@@ -269,26 +249,26 @@ def info_command(file, as_json):
     header = _run(read_header, file)
     if as_json:
         doc = header.to_json()
-        if "skeleton" in doc["model"]:
-            doc["model"] = {**doc["model"], "skeleton": doc["model"]["skeleton"].to_json()}
         doc["format_version"] = list(header.version)
         out.print_json(json.dumps(doc))
         return
     out.print(f"[bold]{file}[/]: wcodec format {header.version[0]}.{header.version[1]}, {header.producer}, "
-              f"{_human(header.file_length)}, holds a {header.model['kind'].replace('_', ' ')}"
-              + (f" ({header.model.get('class')})" if header.model.get("class") else ""), highlight=False)
+              f"{_human(header.file_length)}, holds a {header.model.kind.replace('_', ' ')}"
+              + (f" ({header.model.class_name})" if header.model.class_name else ""), highlight=False)
     table = Table(show_lines=False)
     for col, justify in [("layer", "left"), ("dtype", "left"), ("shape", "left"), ("storage", "left"),
                          ("granularity", "left"), ("guard dB", "right"), ("QP", "right"), ("tiles", "left"),
                          ("profile @ level", "left"), ("bytes", "right"), ("bits/w", "right")]:
         table.add_column(col, justify=justify)
     for t in header.tensors:
-        stored = t.data.length + (t.quant.scales.length if t.quant else 0)
-        h = t.hevc or {}
-        stream = h.get("stream", {})
-        tiles = f"{h['grid_rows']}x{h['grid_cols']} of {h['tile_width']}x{h['tile_height']}" if h else "-"
-        profile = f"{stream.get('profile', '?')} @ L{stream.get('level', '?')}, {stream.get('chroma_format', '')}" if h else "-"
-        qp = "-" if not h else ("lossless" if h.get("lossless") else str(h.get("qp")))
+        stored = t.stored_bytes
+        h = t.hevc
+        tiles = profile = qp = "-"
+        if h is not None:
+            layout, stream = h.layout, h.stream
+            tiles = f"{layout.grid_rows}x{layout.grid_cols} of {layout.tile_width}x{layout.tile_height}"
+            profile = f"{stream.get('profile', '?')} @ L{stream.get('level', '?')}, {stream.get('chroma_format', '')}"
+            qp = "lossless" if h.lossless else str(h.qp)
         storage = t.storage + ("+zstd" if t.data.compression == "zstd" else "")
         table.add_row(t.name, t.dtype, "x".join(map(str, t.shape)) or "scalar", storage,
                       t.quant.granularity if t.quant else "-", _fmt(t.quant.guard_db if t.quant else None),

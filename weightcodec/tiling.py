@@ -32,10 +32,16 @@ class TileLayout:
         return self.grid_rows * self.grid_cols
 
     def to_json(self) -> dict:
+        """The tile members of the header's ``hevc`` object (the matrix size is written beside them)."""
         return {
             "tile_height": self.tile_height, "tile_width": self.tile_width,
             "grid_rows": self.grid_rows, "grid_cols": self.grid_cols,
         }
+
+    @classmethod
+    def from_json(cls, rows: int, cols: int, obj: dict) -> "TileLayout":
+        """Inverse of :meth:`to_json` (values already type-checked by the header parser)."""
+        return cls(rows, cols, obj["tile_height"], obj["tile_width"], obj["grid_rows"], obj["grid_cols"])
 
 
 def _side(length: int, max_side: int) -> tuple[int, int]:

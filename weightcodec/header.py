@@ -1,0 +1,325 @@
+"""The ``.wcodec`` header, typed: one class per JSON object of docs/FORMAT.md section 3.
+
+Each class has ``to_json()`` (what the writer emits, member order included) and
+``from_json(obj, where)`` (what the reader accepts: it validates the object and raises the
+specific :class:`~weightcodec.errors.FormatError` of the spec's reader obligations). Byte ranges
+are checked by :meth:`Header.validate` against the payload length. The binary layout around the
+header (prefix, payload, checksums) is in :mod:`weightcodec.container`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .dtypes import DTYPES
+from .errors import MalformedHeaderError, OffsetOutOfRangeError, UnknownCodecError
+from .tiling import VALUE_OFFSET, TileLayout
+
+STORAGE_KINDS = ("raw", "int8", "hevc")
+COMPRESSIONS = ("none", "zstd")
+QUANT_SCHEMES = ("symmetric-int8",)
+#: Granularities a file can hold (``auto`` is an encoder setting, resolved before writing).
+STORED_GRANULARITIES = ("per-tensor", "per-channel")
+MODEL_KINDS = ("state_dict", "module")
+MAX_DIMS = 8
+MAX_TILES = 1_000_000
+
+
+def fail(message: str):
+    raise MalformedHeaderError(f"malformed header: {message}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def get(obj: Any, key: str, kind, where: str):
+    """``obj[key]`` checked to be of ``kind`` (``int`` excludes bool; ``float`` accepts ints)."""
+    if not isinstance(obj, dict) or key not in obj:
+        fail(f"{where} has no {key!r}")
+    value = obj[key]
+    if kind is int:
+        ok = _is_int(value)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        fail(f"{where}.{key} has the wrong type ({type(value).__name__})")
+    return value
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A byte range of the payload, with the CRC-32 of its stored bytes."""
+
+    offset: int
+    length: int
+    crc32: int
+    compression: str = "none"
+
+    def to_json(self) -> dict:
+        out = {"offset": self.offset, "length": self.length, "crc32": self.crc32}
+        if self.compression != "none":
+            out["compression"] = self.compression
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str) -> "Segment":
+        if not isinstance(obj, dict):
+            fail(f"{where} is not an object")
+        offset, length, crc = (get(obj, k, int, where) for k in ("offset", "length", "crc32"))
+        if offset < 0 or length < 0 or not 0 <= crc < 2**32:
+            fail(f"{where} has a negative offset/length or an invalid crc32")
+        compression = obj.get("compression", "none")
+        if compression not in COMPRESSIONS:
+            raise UnknownCodecError(f"unknown compression {compression!r} in {where}")
+        return cls(offset, length, crc, compression)
+
+
+@dataclass(frozen=True)
+class QuantInfo:
+    """How an ``int8`` or ``hevc`` tensor was quantized (section 3.2)."""
+
+    granularity: str
+    axis: int
+    scales: Segment
+    guard_db: float | None  # the guard's figure in dB (None when per-tensor int8 is exact)
+    scheme: str = "symmetric-int8"
+
+    def n_scales(self, shape: tuple[int, ...]) -> int:
+        return 1 if self.granularity == "per-tensor" else shape[self.axis]
+
+    def to_json(self) -> dict:
+        return {"scheme": self.scheme, "granularity": self.granularity, "axis": self.axis,
+                "guard_db": self.guard_db, "scales": self.scales.to_json()}
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str, shape: tuple[int, ...]) -> "QuantInfo":
+        scheme = get(obj, "scheme", str, where)
+        if scheme not in QUANT_SCHEMES:
+            raise UnknownCodecError(f"{where} uses unknown quantization scheme {scheme!r}")
+        granularity = get(obj, "granularity", str, where)
+        if granularity not in STORED_GRANULARITIES:
+            raise UnknownCodecError(f"{where} uses unknown granularity {granularity!r}")
+        axis = get(obj, "axis", int, where)
+        if not 0 <= axis < max(len(shape), 1):
+            fail(f"{where}.axis {axis} is out of range for shape {list(shape)}")
+        guard = obj.get("guard_db")
+        if guard is not None and not isinstance(guard, (int, float)):
+            fail(f"{where}.guard_db must be a number or null")
+        scales = Segment.from_json(obj.get("scales"), f"{where}.scales")
+        info = cls(granularity, axis, scales, guard, scheme)
+        n_scales = info.n_scales(shape)
+        if scales.compression != "none" or scales.length != 4 * n_scales:
+            fail(f"{where}.scales must hold {n_scales} uncompressed float32 values")
+        return info
+
+
+@dataclass(frozen=True)
+class HevcInfo:
+    """How an ``hevc`` tensor's stream is laid out and was made (section 5.3)."""
+
+    layout: TileLayout
+    chroma: str
+    value_offset: int = VALUE_OFFSET
+    # informative: how the stream was made
+    qp: int | None = None
+    lossless: bool = False
+    preset: str | None = None
+    x265_params: str | None = None
+    encoder: str | None = None
+    stream: dict = field(default_factory=dict)  # profile, level, chroma format read from the SPS
+
+    @property
+    def frames(self) -> int:
+        return self.layout.frames
+
+    def to_json(self) -> dict:
+        return {
+            "codec": "hevc", "matrix": [self.layout.rows, self.layout.cols], "value_offset": self.value_offset,
+            **self.layout.to_json(), "frames": self.layout.frames, "chroma": self.chroma,
+            "qp": self.qp, "lossless": self.lossless, "preset": self.preset, "x265_params": self.x265_params,
+            "encoder": self.encoder, "stream": self.stream,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str, numel: int, shape: tuple[int, ...]) -> "HevcInfo":
+        codec = obj.get("codec") if isinstance(obj, dict) else None
+        if codec != "hevc":
+            raise UnknownCodecError(f"{where} uses unknown codec {codec!r}")
+        matrix = get(obj, "matrix", list, where)
+        if len(matrix) != 2 or not all(_is_int(v) and v > 0 for v in matrix):
+            fail(f"{where}.matrix must be [rows, cols] of positive integers")
+        rows, cols = matrix
+        values = {}
+        for key in ("tile_height", "tile_width", "grid_rows", "grid_cols", "value_offset"):
+            values[key] = get(obj, key, int, where)
+            if values[key] < 0 or (key != "value_offset" and values[key] == 0):
+                fail(f"{where}.{key} must be positive")
+        if rows * cols != numel:
+            fail(f"{where}.matrix {rows}x{cols} does not hold the {numel} elements of shape {list(shape)}")
+        layout = TileLayout.from_json(rows, cols, values)
+        if layout.grid_rows * layout.tile_height < rows or layout.grid_cols * layout.tile_width < cols:
+            fail(f"{where} tiles do not cover the {rows}x{cols} matrix")
+        if layout.frames > MAX_TILES:
+            fail(f"{where} has an unreasonable number of tiles")
+        return cls(layout=layout, chroma=obj.get("chroma", "yuv420p"), value_offset=values["value_offset"],
+                   qp=obj.get("qp"), lossless=bool(obj.get("lossless", False)), preset=obj.get("preset"),
+                   x265_params=obj.get("x265_params"), encoder=obj.get("encoder"),
+                   stream=obj.get("stream") if isinstance(obj.get("stream"), dict) else {})
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One state_dict entry (section 3.1), as safetensors' ``TensorInfo`` plus how it is stored."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    storage: str  # "raw" | "int8" | "hevc"
+    data: Segment
+    quant: QuantInfo | None = None
+    hevc: HevcInfo | None = None
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes this tensor takes in the payload (data and scales)."""
+        return self.data.length + (self.quant.scales.length if self.quant else 0)
+
+    def segments(self) -> list[tuple[str, Segment]]:
+        found = [(f"{self.name} data", self.data)]
+        if self.quant is not None:
+            found.append((f"{self.name} scales", self.quant.scales))
+        return found
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = {
+            "name": self.name, "dtype": self.dtype, "shape": list(self.shape),
+            "storage": self.storage, "data": self.data.to_json(),
+        }
+        if self.quant is not None:
+            out["quant"] = self.quant.to_json()
+        if self.hevc is not None:
+            out["hevc"] = self.hevc.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, item: Any, where: str) -> "TensorInfo":
+        name = get(item, "name", str, where)
+        where = f"tensor {name!r}"
+        dtype = get(item, "dtype", str, where)
+        if dtype not in DTYPES:
+            raise UnknownCodecError(f"{where} has unsupported dtype {dtype!r}")
+        shape = get(item, "shape", list, where)
+        if not all(_is_int(d) and d >= 0 for d in shape) or len(shape) > MAX_DIMS:
+            fail(f"{where}.shape must be a list of at most {MAX_DIMS} non-negative integers")
+        shape = tuple(shape)
+        numel = math.prod(shape)
+        storage = get(item, "storage", str, where)
+        if storage not in STORAGE_KINDS:
+            raise UnknownCodecError(f"{where} uses unknown storage kind {storage!r}")
+        data = Segment.from_json(item.get("data"), f"{where}.data")
+        quant = None
+        if storage in ("int8", "hevc"):
+            quant = QuantInfo.from_json(get(item, "quant", dict, where), f"{where}.quant", shape)
+        if storage in ("raw", "int8") and data.compression == "none":
+            size = numel * (1 if storage == "int8" else DTYPES[dtype].itemsize)
+            if data.length != size:
+                fail(f"{where}.data holds {data.length} bytes, its shape and dtype need {size}")
+        hevc = None
+        if storage == "hevc":
+            hevc = HevcInfo.from_json(get(item, "hevc", dict, where), f"{where}.hevc", numel, shape)
+        return cls(name, dtype, shape, storage, data, quant, hevc)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the tensors came from: a state_dict, or a pickled ``nn.Module`` (section 3)."""
+
+    kind: str = "state_dict"  # "state_dict" | "module"
+    class_name: str | None = None  # "module": the module's class, informative
+    skeleton: Segment | None = None  # "module": the pickled module without its tensors
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.class_name is not None:
+            out["class"] = self.class_name
+        if self.skeleton is not None:
+            out["skeleton"] = self.skeleton.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any) -> "ModelInfo":
+        kind = get(obj, "kind", str, "model")
+        if kind not in MODEL_KINDS:
+            fail(f"model.kind {kind!r} is not one of {MODEL_KINDS}")
+        if kind != "module":
+            return cls(kind)
+        class_name = obj.get("class")
+        return cls(kind, class_name if isinstance(class_name, str) else None,
+                   Segment.from_json(obj.get("skeleton"), "model.skeleton"))
+
+
+@dataclass
+class Header:
+    """The whole header. ``version``, ``payload_length`` and ``file_length`` come from the prefix."""
+
+    tensors: list[TensorInfo]
+    model: ModelInfo = field(default_factory=ModelInfo)
+    producer: str = ""
+    metadata: dict = field(default_factory=dict)
+    version: tuple[int, int] = (1, 0)
+    payload_length: int = 0
+    file_length: int = 0
+
+    def to_json(self) -> dict:
+        return {
+            "producer": self.producer, "model": self.model.to_json(),
+            "tensors": [t.to_json() for t in self.tensors], "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any) -> "Header":
+        if not isinstance(doc, dict):
+            fail("the top level is not an object")
+        model = ModelInfo.from_json(get(doc, "model", dict, "header"))
+        tensors, names = [], set()
+        for i, item in enumerate(get(doc, "tensors", list, "header")):
+            entry = TensorInfo.from_json(item, f"tensors[{i}]")
+            if entry.name in names:
+                fail(f"duplicate tensor name {entry.name!r}")
+            names.add(entry.name)
+            tensors.append(entry)
+        metadata = doc.get("metadata", {})
+        if not isinstance(metadata, dict):
+            fail("metadata is not an object")
+        return cls(tensors=tensors, model=model, producer=str(doc.get("producer", "")), metadata=metadata)
+
+    def segments(self) -> list[tuple[str, Segment]]:
+        found = [("module skeleton", self.model.skeleton)] if self.model.skeleton is not None else []
+        for t in self.tensors:
+            found.extend(t.segments())
+        return found
+
+    def validate(self, payload_length: int) -> None:
+        """Every segment inside ``[0, payload_length)`` and no two overlapping (section 2, step 8)."""
+        spans = sorted((seg.offset, seg.offset + seg.length, what) for what, seg in self.segments())
+        previous_end, previous_what = 0, None
+        for start, end, what in spans:
+            if end > payload_length:
+                raise OffsetOutOfRangeError(
+                    f"{what} spans bytes {start}..{end} but the payload has only {payload_length} bytes"
+                )
+            if start < previous_end:
+                raise OffsetOutOfRangeError(f"{what} overlaps {previous_what}")
+            previous_end, previous_what = end, what
+
+
+__all__ = ["Header", "HevcInfo", "ModelInfo", "QuantInfo", "Segment", "TensorInfo"]

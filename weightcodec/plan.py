@@ -1,0 +1,129 @@
+"""The planning step of an encode: what each tensor becomes, decided before anything is coded.
+
+For every state_dict entry a :class:`TensorPlan` says its storage kind (``raw``, ``int8`` or
+``hevc``; the rule is :func:`storage_kind`, documented in docs/QUANTIZATION.md), its int8
+granularity after the data-free guard, and the HEVC settings of a coded matrix. The coding step
+(:mod:`weightcodec.storage`) only carries plans out, so a plan can also come from elsewhere (a
+size or accuracy budget) and what the user should know about it (:class:`~weightcodec.report.Notice`)
+is known before the first frame is coded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from .config import EncodeConfig, HevcSettings
+from .dtypes import from_torch
+from .errors import ModelLoadError
+from .quant import choose_granularity
+from .report import Notice
+
+STORAGE_KINDS = ("raw", "int8", "hevc")
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    """What one tensor becomes."""
+
+    name: str
+    storage: str  # "raw" | "int8" | "hevc"
+    dtype: str
+    shape: tuple[int, ...]
+    granularity: str | None = None  # resolved ("per-tensor" | "per-channel") for int8 and hevc
+    guard_db: float | None = None  # the guard's figure (None when per-tensor int8 is exact)
+    guard_threshold_db: float | None = None
+    guard_switched: bool = False  # auto mode moved this tensor to per-channel
+    hevc: HevcSettings | None = None  # for hevc
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class EncodePlan:
+    tensors: list[TensorPlan]
+    notices: list[Notice] = field(default_factory=list)
+
+    def count(self, storage: str) -> int:
+        return sum(1 for t in self.tensors if t.storage == storage)
+
+
+def storage_kind(name: str, tensor: torch.Tensor, config: EncodeConfig) -> str:
+    """``"hevc"``, ``"int8"`` or ``"raw"`` for one state_dict entry (the rule in docs/QUANTIZATION.md).
+
+    Quantized: floating-point tensors named ``*weight`` with at least two dimensions (the weights
+    of Linear, Conv, Embedding and attention projections) and at least ``min_quantized_elements``
+    elements. Biases, norm parameters, buffers and small tensors stay raw. Of the quantized, 2-D
+    ones with at least ``min_coded_elements`` elements are HEVC-coded (conv weights too, reshaped
+    to ``(out, in*k*k)``, with ``code_conv``); the rest are stored as int8.
+    """
+    if not (tensor.is_floating_point() and tensor.ndim >= 2 and name.endswith("weight")):
+        return "raw"
+    if tensor.numel() < config.min_quantized_elements:
+        return "raw"
+    codable = tensor.ndim == 2 or config.code_conv
+    if config.code_matrices and codable and tensor.numel() >= config.min_coded_elements:
+        return "hevc"
+    return "int8"
+
+
+def plan_tensor(name: str, tensor: torch.Tensor, config: EncodeConfig) -> TensorPlan:
+    """The plan of one tensor under ``config`` (runs the granularity guard for quantized tensors)."""
+    dtype = from_torch(tensor.dtype)
+    if dtype is None:
+        raise ModelLoadError(f"tensor {name!r} has dtype {tensor.dtype}, which weightcodec cannot store")
+    shape = tuple(tensor.shape)
+    kind = storage_kind(name, tensor, config)
+    if kind == "raw":
+        return TensorPlan(name, "raw", dtype.name, shape)
+    requested = config.granularity_for(name)
+    threshold = config.quant.matrix_guard_db if tensor.ndim == 2 else config.quant.guard_db
+    weights = tensor.detach().to("cpu", torch.float32).numpy()
+    granularity, figure = choose_granularity(weights, requested, threshold_db=threshold)
+    return TensorPlan(
+        name, kind, dtype.name, shape, granularity=granularity,
+        guard_db=figure if math.isfinite(figure) else None, guard_threshold_db=threshold,
+        guard_switched=requested == "auto" and granularity == "per-channel",
+        hevc=config.hevc_for(name) if kind == "hevc" else None,
+    )
+
+
+def plan_encode(state_dict: Mapping[str, torch.Tensor], config: EncodeConfig) -> EncodePlan:
+    """Plan every tensor of ``state_dict`` and collect what the user should be told about the plan."""
+    tensors = [plan_tensor(name, tensor, config) for name, tensor in state_dict.items()]
+    return EncodePlan(tensors, guard_notices(tensors))
+
+
+def guard_notices(tensors: list[TensorPlan]) -> list[Notice]:
+    """A note for layers the guard moved to per-channel, a warning for per-tensor layers it distrusts."""
+    notices = []
+    switched = [t for t in tensors if t.guard_switched]
+    if switched:
+        first = min(switched, key=lambda t: t.guard_db)
+        notices.append(Notice(
+            "note",
+            f"{len(switched)} layer(s) switched to per-channel int8 because per-tensor int8 left the median "
+            f"channel under the guard threshold (e.g. {first.name}: {first.guard_db:.1f} dB < "
+            f"{first.guard_threshold_db:g} dB)",
+            tuple(t.name for t in switched)))
+    risky = [t for t in tensors if t.granularity == "per-tensor" and t.guard_db is not None
+             and t.guard_db < t.guard_threshold_db]
+    risky.sort(key=lambda t: t.guard_db)  # worst first
+    if risky:
+        names = ", ".join(f"{t.name} ({t.guard_db:.1f} dB)" for t in risky[:5])
+        more = f" and {len(risky) - 5} more" if len(risky) > 5 else ""
+        notices.append(Notice(
+            "warning",
+            f"per-tensor int8 is poor for {len(risky)} layer(s): {names}{more}. The model may lose much "
+            "accuracy; re-run with --granularity auto (or per-channel, or --layer-granularity "
+            "'NAME=per-channel').",
+            tuple(t.name for t in risky)))
+    return notices
+
+
+__all__ = ["EncodePlan", "STORAGE_KINDS", "TensorPlan", "guard_notices", "plan_encode", "plan_tensor", "storage_kind"]

@@ -1,0 +1,80 @@
+"""What every storage kind shares: the coded form of a tensor and the contexts coders run in.
+
+A coder's ``encode`` is a pure function of one tensor and its plan: it returns a
+:class:`CodedTensor` (the bytes of its segments and the header fields that describe them) and
+never touches the container, so tensors can be coded in any order or process and placed in the
+payload afterwards. Its ``decode`` gets the header entry and a ``read`` function that returns a
+segment's checksum-verified, decompressed bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..backends import FrameCodec
+from ..header import HevcInfo, Segment
+from ..plan import TensorPlan
+from ..quant import QuantizedTensor, quantize
+
+#: ``read(segment, what, expected_size)``: the segment's verified (and decompressed) bytes.
+SegmentReader = Callable[[Segment, str, "int | None"], bytes]
+
+
+@dataclass(frozen=True)
+class EncodeContext:
+    backend: FrameCodec | None  # None when nothing is HEVC-coded
+    zstd_level: int | None  # None: never compress
+    verify: bool = False
+
+
+@dataclass(frozen=True)
+class DecodeContext:
+    read: SegmentReader
+    backend: FrameCodec | None
+
+
+@dataclass(frozen=True)
+class CodedTensor:
+    """One tensor ready to be placed in the payload (scales first, then data, as the writer orders them)."""
+
+    plan: TensorPlan
+    data: bytes
+    compression: str = "none"  # of ``data``
+    scales: bytes | None = None  # float32 little-endian, quantized tensors only
+    axis: int = 0
+    hevc: HevcInfo | None = None
+    # measured while coding, for the report
+    int8_rmse: float | None = None
+    int8_max_error: int | None = None
+    seconds: float = 0.0
+
+
+def float32_numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().to("cpu", torch.float32).numpy()
+
+
+def quantize_planned(tensor: torch.Tensor, plan: TensorPlan) -> QuantizedTensor:
+    """The tensor's int8 values and scales at the plan's granularity."""
+    return quantize(float32_numpy(tensor), plan.granularity)
+
+
+def scales_bytes(q: QuantizedTensor) -> bytes:
+    return q.scales.astype("<f4").tobytes()
+
+
+def read_scales(entry, ctx: DecodeContext) -> np.ndarray:
+    from ..errors import CorruptStreamError
+
+    what = f"tensor {entry.name!r}"
+    scales = np.frombuffer(ctx.read(entry.quant.scales, f"{what} scales", None), dtype="<f4")
+    if not np.all(np.isfinite(scales)):
+        raise CorruptStreamError(f"{what} has non-finite quantization scales")
+    return scales.astype(np.float32)
+
+
+__all__ = ["CodedTensor", "DecodeContext", "EncodeContext", "SegmentReader", "float32_numpy", "quantize_planned",
+           "read_scales", "scales_bytes"]

@@ -1,0 +1,69 @@
+"""Storage kind ``hevc``: the int8 matrix tiled into 8-bit frames, one HEVC stream (FORMAT.md 5.3)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from ..backends import FrameCodec
+from ..errors import CorruptStreamError
+from ..header import HevcInfo, TensorInfo
+from ..hevc import parse_stream_info
+from ..plan import TensorPlan
+from ..quant import QuantizedTensor
+from ..tiling import TileLayout, frames_to_matrix, matrix_to_frames, plan_tiles
+from . import int8
+from .base import CodedTensor, DecodeContext, EncodeContext, quantize_planned, read_scales, scales_bytes
+
+NAME = "hevc"
+
+
+def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The tensor viewed as a matrix: ``(shape[0], prod(shape[1:]))``."""
+    return shape[0], math.prod(shape[1:])
+
+
+def encode(tensor: torch.Tensor, plan: TensorPlan, ctx: EncodeContext) -> CodedTensor:
+    started = time.perf_counter()
+    settings = plan.hevc
+    q = quantize_planned(tensor, plan)
+    rows, cols = matrix_shape(plan.shape)
+    layout = plan_tiles(rows, cols, max_height=settings.max_tile_height, max_width=settings.max_tile_width)
+    matrix = q.values.reshape(rows, cols)
+    stream = ctx.backend.encode(matrix_to_frames(matrix, layout), settings)
+    info = HevcInfo(
+        layout=layout, chroma=settings.chroma, qp=None if settings.lossless else settings.qp,
+        lossless=settings.lossless, preset=settings.preset, x265_params=settings.x265_params(),
+        encoder=f"libx265 ({ctx.backend.name} backend)", stream=parse_stream_info(stream).to_json(),
+    )
+    rmse = max_err = None
+    if ctx.verify:
+        decoded = decode_matrix(ctx.backend, stream, info, plan.name)
+        diff = decoded.astype(np.int16) - matrix.astype(np.int16)
+        rmse = float(np.sqrt(np.mean(diff.astype(np.float64) ** 2)))
+        max_err = int(np.max(np.abs(diff)))
+    return CodedTensor(plan, stream, scales=scales_bytes(q), axis=q.axis, hevc=info, int8_rmse=rmse,
+                       int8_max_error=max_err, seconds=time.perf_counter() - started)
+
+
+def decode_matrix(backend: FrameCodec, stream: bytes, info: HevcInfo, name: str) -> np.ndarray:
+    """The int8 matrix of one stream, checked against the layout the header promises."""
+    layout: TileLayout = info.layout
+    frames = backend.decode(stream)
+    expected = (layout.frames, layout.tile_height, layout.tile_width)
+    if frames.shape != expected:
+        raise CorruptStreamError(
+            f"tensor {name!r}: the HEVC stream decoded to {frames.shape[0]} frames of "
+            f"{frames.shape[2]}x{frames.shape[1]}, the header says {expected[0]} of {expected[2]}x{expected[1]}"
+        )
+    return frames_to_matrix(frames, layout)
+
+
+def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[torch.Tensor, QuantizedTensor]:
+    scales = read_scales(entry, ctx)
+    stream = ctx.read(entry.data, f"tensor {entry.name!r}", None)
+    values = decode_matrix(ctx.backend, stream, entry.hevc, entry.name).reshape(entry.shape)
+    return int8.restore(entry, values, scales)

@@ -1,0 +1,38 @@
+"""Storage kind ``int8``: symmetric int8 values (zstd when smaller) plus float32 scales (FORMAT.md 5.2)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from ..container import maybe_compress
+from ..dtypes import DTYPES
+from ..header import TensorInfo
+from ..plan import TensorPlan
+from ..quant import QuantizedTensor, dequantize
+from .base import CodedTensor, DecodeContext, EncodeContext, quantize_planned, read_scales, scales_bytes
+
+NAME = "int8"
+
+
+def encode(tensor: torch.Tensor, plan: TensorPlan, ctx: EncodeContext) -> CodedTensor:
+    started = time.perf_counter()
+    q = quantize_planned(tensor, plan)
+    data, compression = maybe_compress(q.values.tobytes(), ctx.zstd_level)
+    return CodedTensor(plan, data, compression, scales=scales_bytes(q), axis=q.axis,
+                       seconds=time.perf_counter() - started)
+
+
+def restore(entry: TensorInfo, values: np.ndarray, scales: np.ndarray) -> tuple[torch.Tensor, QuantizedTensor]:
+    """Dequantize int8 ``values`` (already in the tensor's shape) to the entry's dtype."""
+    q = QuantizedTensor(values, scales, entry.quant.granularity, entry.quant.axis)
+    weights = dequantize(values, q.scales, axis=q.axis)
+    return torch.from_numpy(weights).to(DTYPES[entry.dtype].torch), q
+
+
+def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[torch.Tensor, QuantizedTensor]:
+    scales = read_scales(entry, ctx)
+    raw = ctx.read(entry.data, f"tensor {entry.name!r}", entry.numel)
+    return restore(entry, np.frombuffer(raw, dtype=np.int8).reshape(entry.shape), scales)

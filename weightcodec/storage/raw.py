@@ -1,0 +1,34 @@
+"""Storage kind ``raw``: the tensor's bytes exactly, zstd-compressed when that is smaller (FORMAT.md 5.1)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..container import maybe_compress
+from ..dtypes import DTYPES
+from ..header import TensorInfo
+from ..plan import TensorPlan
+from .base import CodedTensor, DecodeContext, EncodeContext
+
+NAME = "raw"
+
+
+def tensor_bytes(tensor: torch.Tensor) -> bytes:
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+
+
+def encode(tensor: torch.Tensor, plan: TensorPlan, ctx: EncodeContext) -> CodedTensor:
+    started = time.perf_counter()
+    data, compression = maybe_compress(tensor_bytes(tensor), ctx.zstd_level)
+    return CodedTensor(plan, data, compression, seconds=time.perf_counter() - started)
+
+
+def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[torch.Tensor, None]:
+    dtype = DTYPES[entry.dtype]
+    raw = ctx.read(entry.data, f"tensor {entry.name!r}", entry.numel * dtype.itemsize)
+    if not raw:
+        return torch.empty(entry.shape, dtype=dtype.torch), None
+    return torch.frombuffer(bytearray(raw), dtype=dtype.torch).reshape(entry.shape), None
