@@ -18,6 +18,7 @@ import torch
 
 from . import __version__
 from .backends import get_backend
+from .backends.base import PictureSpec
 from .config import EncodeConfig
 from .container import (
     DTYPE_SIZES,
@@ -223,7 +224,7 @@ def encode(
                 }
                 rmse = max_err = None
                 if verify:
-                    decoded = _decode_matrix(backend, stream, layout, name)
+                    decoded = _decode_matrix(backend, stream, layout, name, settings.chroma)
                     diff = decoded.astype(np.int16) - matrix.astype(np.int16)
                     rmse = float(np.sqrt(np.mean(diff.astype(np.float64) ** 2)))
                     max_err = int(np.max(np.abs(diff)))
@@ -254,8 +255,11 @@ def encode(
     return EncodeResult(data, report, Path(output) if output is not None else None)
 
 
-def _decode_matrix(backend, stream: bytes, layout: TileLayout, name: str) -> np.ndarray:
-    frames = backend.decode(stream)
+def _decode_matrix(backend, stream: bytes, layout: TileLayout, name: str, chroma: str) -> np.ndarray:
+    try:
+        frames = backend.decode(stream, PictureSpec(layout.frames, layout.tile_height, layout.tile_width, chroma))
+    except CorruptStreamError as exc:
+        raise CorruptStreamError(f"tensor {name!r}: {exc}") from exc
     expected = (layout.frames, layout.tile_height, layout.tile_width)
     if frames.shape != expected:
         raise CorruptStreamError(
@@ -332,7 +336,7 @@ def decode(
                 layout = TileLayout(h["matrix"][0], h["matrix"][1], h["tile_height"], h["tile_width"],
                                     h["grid_rows"], h["grid_cols"])
                 stream = read_segment(payload, entry.data, what=what)
-                values = _decode_matrix(codec, stream, layout, entry.name).reshape(entry.shape)
+                values = _decode_matrix(codec, stream, layout, entry.name, h.get("chroma")).reshape(entry.shape)
             assert n_scales == scales.size
             q = QuantizedTensor(values, scales.astype(np.float32), entry.quant.granularity, entry.quant.axis)
             quantized[entry.name] = q
