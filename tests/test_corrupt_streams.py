@@ -7,6 +7,7 @@ crop), a 10-bit and a 4:4:4 stream, gray where 4:2:0 is promised, and video bomb
 
 from __future__ import annotations
 
+import shutil
 import sys
 from fractions import Fraction
 
@@ -20,7 +21,7 @@ from weightcodec.errors import BackendError, BackendUnavailableError, ConfigErro
 from weightcodec.hevc import NAL_SPS, _Bits, _rbsp, iter_nal_units, nal_type, parse_sps, parse_stream_info
 
 sys.path.insert(0, str(REPO))
-from tools.fuzz_decode import MUTATION_KINDS, mutate  # noqa: E402
+from tools.fuzz_decode import MUTATION_KINDS, dec265, mutate  # noqa: E402
 
 BACKENDS = ("pyav", "ffmpeg")
 SHAPE = (2, 64, 96)  # frames, height, width
@@ -165,6 +166,13 @@ def test_decode_writes_into_the_callers_buffer(backend, stream, clean):
     for bad in (wrong_shape, wrong_dtype, not_contiguous):
         with pytest.raises(ValueError, match="out must be"):
             get_backend(backend).decode(stream, SPEC, out=bad)
+
+
+@pytest.mark.skipif(shutil.which("libde265-dec265") is None, reason="libde265-dec265 (apt libde265-examples) absent")
+def test_libde265_as_a_third_opinion_on_valid_streams(stream, gray_stream, clean):
+    assert np.array_equal(dec265(stream, dict(frames=2, height=64, width=96, chroma="yuv420p")), clean)
+    gray = get_backend("ffmpeg").decode(gray_stream, PictureSpec(*SHAPE, chroma="gray"))
+    assert np.array_equal(dec265(gray_stream, dict(frames=2, height=64, width=96, chroma="gray")), gray)
 
 
 def test_two_streams_concatenated_are_one_longer_valid_stream(stream, clean):
