@@ -164,6 +164,9 @@ class BytesPeer(Peer):
     def timing_note(self) -> str:
         raise NotImplementedError
 
+    def describe(self, setting: Any) -> str:
+        return self.family
+
     def _run_impl(self, comparison: Comparison, setting: Any) -> Coded:
         cs = comparison.cs
         compress, decompress = self.make_compressor()

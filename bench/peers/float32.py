@@ -12,9 +12,6 @@ from .base import Coded, Peer
 class Float32(Peer):
     name = "float32"
 
-    def describe(self, setting: Any) -> str:
-        return "float32"
-
     def _run_impl(self, comparison, setting: Any) -> Coded:
         cs = comparison.cs
         return Coded(id="float32", family="float32", label="float32 (reference)", settings={}, lossless=True,

@@ -10,9 +10,6 @@ from .base import Coded, Peer
 class Int8(Peer):
     name = "int8"
 
-    def describe(self, setting: Any) -> str:
-        return "int8"
-
     def _run_impl(self, comparison, setting: Any) -> Coded:
         from weightcodec import api
         from weightcodec.config import build_encode_config

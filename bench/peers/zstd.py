@@ -16,9 +16,6 @@ class Zstd(BytesPeer):
     family = "zstd -19"
     label = "zstd -19 (int8)"
 
-    def describe(self, setting: Any) -> str:
-        return "zstd -19"
-
     @classmethod
     def memory_imports(cls) -> None:
         import zstandard  # noqa: F401

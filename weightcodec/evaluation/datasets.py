@@ -335,7 +335,7 @@ def digits_arrays(split: DigitsSplit = "test") -> tuple[np.ndarray, np.ndarray]:
     """Return one split of the digits as ``(features float32 (N, 64) in [0, 1], labels int64)``.
 
     Features are the 8x8 pixel counts (0..16) divided by 16.0, the same scaling the training
-    script ``tools/train_example.py`` uses.
+    script ``python -m tools.train_example`` uses.
     """
     if split not in ("train", "test"):
         raise DatasetError(f"digits split must be 'train' or 'test', got {split!r}")
