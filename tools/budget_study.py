@@ -55,7 +55,8 @@ def main(spec, weights, qps, out):
     except WeightcodecError as exc:
         raise click.ClickException(str(exc)) from None
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "budget.json", [(json.dumps({"model": spec, "rows": rows}, indent=1, sort_keys=True) + "\n").encode()])
+    document = json.dumps({"model": spec, "rows": rows}, indent=1, sort_keys=True) + "\n"
+    atomic_write(out / "budget.json", [document.encode()])
     lines = ["| budget (= uniform QP file) | uniform QP: top-1 | per-layer QPs | bytes | top-1 |", "|---|---|---|---|---|"]
     for r in rows:
         qps_text = ", ".join(f"`{n}` {q}" for n, q in r["per_layer"]["layer_qp"].items())

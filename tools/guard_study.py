@@ -23,7 +23,8 @@ from weightcodec.modelio import atomic_write
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", "spec", default="mobilenet_v2", show_default=True, help="Model name (weightcodec.evaluation.zoo).")
+@click.option("--model", "spec", default="mobilenet_v2", show_default=True,
+              help="Model name (weightcodec.evaluation.zoo).")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="Weights (default: the model's own).")
 @click.option("--thresholds", default="0,25,30,33,35,38,40", show_default=True,
               help="Comma-separated guard thresholds in dB; 'per-channel' forces per-channel everywhere.")

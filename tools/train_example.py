@@ -1,7 +1,8 @@
 """Train weightcodec's example model: the digits MLP on scikit-learn's handwritten digits.
 
 The model (the registry's ``digits-mlp``, :func:`weightcodec.evaluation.models.digits_mlp`:
-64 -> 512 -> 512 -> 10, ReLU, plain ``torch.nn.Sequential``) is trained on the fixed *train* split of ``sklearn.datasets.load_digits``
+64 -> 512 -> 512 -> 10, ReLU, plain ``torch.nn.Sequential``)
+is trained on the fixed *train* split of ``sklearn.datasets.load_digits``
 (bundled with scikit-learn, nothing is downloaded), on CPU with fixed seeds, and saved as a
 float32 state_dict. The test split is only used to report accuracy at the end.
 

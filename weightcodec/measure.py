@@ -187,11 +187,13 @@ def machine_info() -> dict[str, Any]:
 # --- sizes ----------------------------------------------------------------------------------------
 def human_bytes(n: float) -> str:
     """A byte count in decimal units: ``"123 B"``, ``"1.23 kB"``, ``"4.56 MB"``, ``"7.89 GB"``."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+    if abs(n) < 1000:
+        return f"{n:.0f} B"
+    for unit in ("kB", "MB"):
         n /= 1000
-    raise AssertionError("unreachable")
+        if abs(n) < 1000:
+            return f"{n:.2f} {unit}"
+    return f"{n / 1000:.2f} GB"
 
 
 __all__ = ["Int8Error", "RateChange", "TensorError", "human_bytes", "int8_error", "machine_info",

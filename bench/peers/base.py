@@ -133,7 +133,8 @@ class Peer:
             memory=memory, recon=coded.recon, recon_kind=coded.recon_kind, score_priority=coded.score_priority,
             extra=coded.extra)
 
-    def timed(self, encode: Callable[[], Any], decode: Callable[[Any], Any]) -> tuple[list[Any], list[float], list[float]]:
+    def timed(self, encode: Callable[[], Any],
+              decode: Callable[[Any], Any]) -> tuple[list[Any], list[float], list[float]]:
         """``options.repeats`` rounds of ``decode(encode())``: their outputs and the seconds of each half."""
         outputs, enc_s, dec_s = [], [], []
         for _ in range(self.options.repeats):

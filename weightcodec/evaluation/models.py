@@ -116,11 +116,12 @@ def load_pickled_module(path: str | os.PathLike[str] | None, *, trust_pickle: bo
     return loaded.module.eval()
 
 
-def fit_state_dict(model: nn.Module, state_dict: StateDict, *, description: str | None = None) -> nn.Module:
+def fit_state_dict(model: nn.Module, state_dict: StateDict, *, description: str | None = None,
+                   copy_model: bool = True) -> nn.Module:
     """Load ``state_dict`` strictly into a deep copy of ``model``; returns the copy in eval mode.
 
-    ``model`` itself is left unchanged (it is the template, e.g. an :class:`Evaluator`'s reference).
-    Values are cast to the model's dtypes. A ``module.`` prefix on every key is dropped when the
+    ``model`` itself is left unchanged (it is the template, e.g. an :class:`Evaluator`'s reference);
+    ``copy_model=False`` loads into ``model`` itself (for a model just built). Values are cast to the model's dtypes. A ``module.`` prefix on every key is dropped when the
     model's own keys have none.
 
     Raises:
@@ -129,7 +130,7 @@ def fit_state_dict(model: nn.Module, state_dict: StateDict, *, description: str 
     own = model.state_dict()
     if state_dict and all(k.startswith("module.") for k in state_dict) and not any(k.startswith("module.") for k in own):
         state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
-    fitted = copy.deepcopy(model)
+    fitted = copy.deepcopy(model) if copy_model else model
     try:
         fitted.load_state_dict(state_dict, strict=True)
     except RuntimeError as error:

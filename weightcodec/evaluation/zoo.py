@@ -152,7 +152,7 @@ def build_model(name: str, weights: str | os.PathLike[str] | None = None, *, tru
     spec = get_model_spec(name)
     path = Path(weights) if weights is not None else spec.weights_path(assets_dir=assets_dir)
     return fit_state_dict(spec.build(), load_state_dict_file(path, trust_pickle=trust_pickle),
-                          description=f"{name!r} from {path}")
+                          description=f"{name!r} from {path}", copy_model=False)
 
 
 __all__ = ["ModelSpec", "available_models", "build_model", "get_model_spec", "register", "registered_models"]
