@@ -23,7 +23,7 @@ from .config import EncodeConfig
 from .container import ContainerReader, ContainerWriter
 from .dtypes import DTYPES
 from .errors import ResourceLimitError
-from .header import Header, ModelInfo, QuantInfo, TensorInfo
+from .header import CarriedFile, Header, ModelInfo, QuantInfo, TensorInfo
 from .atomic import atomic_write
 from .modelio import LoadedModel, load_source, module_skeleton, rebuild_module
 from .parallel import check_workers, default_workers, ordered_map
@@ -43,6 +43,7 @@ class DecodeResult:
     module: torch.nn.Module | None = None
     quantized: dict[str, QuantizedTensor] = field(default_factory=dict)
     seconds: float = 0.0
+    files: dict[str, bytes] = field(default_factory=dict)  # "hf-folder": the carried files, by relative path
 
     @property
     def model(self) -> object:
@@ -104,9 +105,18 @@ def encode_planned(
     if progress:
         progress("", 0, total)
     with ContainerWriter(output) as writer:
-        coded_tensors = ordered_map(_code_tensor, plan.tensors, workers=encode_workers(plan, workers),
-                                    context=(state_dict, ctx), describe=lambda t: f"tensor {t.name!r}")
-        for coded in coded_tensors:
+        coded_tensors = ordered_map(_code_tensor, [t for t in plan.tensors if t.storage != "alias"],
+                                    workers=encode_workers(plan, workers), context=(state_dict, ctx),
+                                    describe=lambda t: f"tensor {t.name!r}")
+        for tensor_plan in plan.tensors:
+            if tensor_plan.storage == "alias":  # stored once, under the earlier name
+                entries.append(TensorInfo(tensor_plan.name, tensor_plan.dtype, tensor_plan.shape, "alias", None,
+                                          alias_of=tensor_plan.alias_of, tied=tensor_plan.tied))
+                layers.append(LayerReport(tensor_plan.name, tensor_plan.shape, tensor_plan.dtype, "alias",
+                                          tensor_plan.numel * DTYPES[tensor_plan.dtype].itemsize, 0))
+                done += tensor_plan.numel
+                continue
+            coded = next(coded_tensors)
             entry = _place(coded, writer)
             entries.append(entry)
             layers.append(_layer_report(coded, entry))
@@ -118,13 +128,18 @@ def encode_planned(
             module = loaded.module
             model = ModelInfo("module", f"{type(module).__module__}.{type(module).__qualname__}",
                               writer.add_compressible(module_skeleton(module, state_dict.keys()), level=ctx.zstd_level))
+        elif loaded.layout is not None:
+            files = tuple(CarriedFile(f.path, len(f.data), writer.add_compressible(f.data, level=19))
+                          for f in loaded.layout.files)
+            model = ModelInfo(loaded.kind, shards=loaded.layout.shards, files=files)
         header = Header(tensors=entries, model=model, producer=f"weightcodec {__version__}",
                         metadata=dict(metadata or {}))
         total_bytes, header_bytes, data = writer.finish(header)
     if progress:
         progress("", total, total)
+    notices = list(loaded.layout.notices) if loaded.layout is not None else []
     report = EncodeReport(layers, total_bytes, header_bytes, sum(l.original_bytes for l in layers),
-                          time.perf_counter() - started, list(plan.notices))
+                          time.perf_counter() - started, notices + list(plan.notices))
     return EncodeResult(data, report, Path(output) if output is not None else None)
 
 
@@ -136,7 +151,7 @@ def encode_workers(plan: EncodePlan, workers: int | None) -> int:
     """The worker count for ``plan``: ``workers`` if given, else all cores when there is enough to share."""
     if workers is not None:
         return check_workers(workers)
-    coded = [t for t in plan.tensors if t.storage == "hevc"]
+    coded = [t for t in plan.tensors if t.storage == "hevc"]  # aliases are never coded
     if len(coded) < 2 or sum(t.numel for t in coded) < MIN_PARALLEL_CODED_ELEMENTS:
         return 1
     return min(default_workers(), len(coded))
@@ -187,8 +202,9 @@ MAX_SKELETON_BYTES = 64 * 1024 * 1024
 
 
 def declared_output_bytes(header: Header) -> int:
-    """Bytes of the tensors the header promises (what decoding the whole file materialises)."""
-    return sum(t.numel * DTYPES[t.dtype].itemsize for t in header.tensors)
+    """Bytes of the tensors and carried files the header promises (what decoding the whole file materialises)."""
+    return (sum(t.numel * DTYPES[t.dtype].itemsize for t in header.tensors)
+            + sum(f.size for f in header.model.files))
 
 
 def decode(
@@ -228,6 +244,13 @@ def decode(
         for entry in header.tensors:
             if progress:
                 progress(entry.name, done, total)
+            if entry.storage == "alias":  # validated: an earlier, non-alias tensor of the same dtype and shape
+                target = state_dict[entry.alias_of]
+                state_dict[entry.name] = target if entry.tied else target.clone()
+                if entry.alias_of in quantized:
+                    quantized[entry.name] = quantized[entry.alias_of]
+                done += entry.numel
+                continue
             try:
                 tensor, q = CODERS[entry.storage].decode(entry, ctx)
             except (MemoryError, RuntimeError) as exc:
@@ -242,10 +265,11 @@ def decode(
         skeleton = None
         if header.model.kind == "module" and not as_state_dict:
             skeleton = reader.read(header.model.skeleton, "module skeleton", None, MAX_SKELETON_BYTES)
+        files = {f.path: reader.read(f.data, f"file {f.path!r}", f.size) for f in header.model.files}
     module = rebuild_module(skeleton, state_dict, trust_pickle=trust_pickle) if skeleton is not None else None
     if progress:
         progress("", total, total)
-    return DecodeResult(state_dict, header, module, quantized, time.perf_counter() - started)
+    return DecodeResult(state_dict, header, module, quantized, time.perf_counter() - started, files)
 
 
 __all__ = ["DecodeResult", "EncodeReport", "EncodeResult", "LayerReport", "Notice", "decode", "declared_output_bytes",

@@ -29,7 +29,8 @@ from .config import (
 from .atomic import resolve_output
 from .errors import NotAWcodecFileError, WeightcodecError
 from .measure import human_bytes
-from .modelio import check_model_path, save_torch
+from .modelio import check_model_path
+from .outputs import check_output as check_decode_output, save_decoded
 
 # Wide tables when piped (rich assumes 80 columns without a terminal).
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -183,9 +184,12 @@ def main() -> None:
 def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_granularity, guard_db, matrix_guard_db, chroma, preset,
                    max_tile, target_size, code_conv, int8_only, no_zstd, backend, trust_pickle, verify, force, quiet,
                    as_json):
-    """Compress MODEL (a torch.save'd state_dict, or a pickled nn.Module with --trust-pickle)."""
+    """Compress MODEL: a torch.save'd state_dict (or a pickled nn.Module with --trust-pickle), a
+    .safetensors file, or a Hugging Face model folder (config.json + model.safetensors, or sharded
+    model-0000x-of-0000y.safetensors with their index); the folder's other files (config,
+    tokenizer...) travel inside the .wcodec file."""
     _run(check_model_path, model)
-    output = output or model.with_suffix(".wcodec")
+    output = output or default_output(model)
     _check_output(output, force)
     config = _run(build_encode_config, qp=qp, lossless=lossless, layer_qp=layer_qp, granularity=granularity,
                   layer_granularity=layer_granularity, guard_db=guard_db, matrix_guard_db=matrix_guard_db, chroma=chroma, preset=preset,
@@ -215,6 +219,14 @@ def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_gra
                   f"({report.ratio:.1f}x) in {report.seconds:.1f} s", highlight=False)
 
 
+def default_output(model: Path) -> Path:
+    """MODEL with the .wcodec suffix; for a folder, FOLDER.wcodec beside it."""
+    if model.is_dir():
+        model = model.resolve()
+        return model.parent / f"{model.name}.wcodec"
+    return model.with_suffix(".wcodec")
+
+
 def _print_report(report: EncodeReport) -> None:
     table = Table(title="per-layer summary", show_lines=False, title_style="bold")
     for col, justify in [("layer", "left"), ("shape", "left"), ("storage", "left"), ("granularity", "left"),
@@ -242,7 +254,8 @@ def _print_notices(report: EncodeReport) -> None:
 
 @main.command("decode")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Where to write the .pt file.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Where to write: a .pt file, a .safetensors file, or (for a Hugging Face folder) a folder.")
 @click.option("--state-dict", "as_state_dict", is_flag=True,
               help="Write a plain state_dict even if the file holds a module (needs no --trust-pickle).")
 @click.option("--trust-pickle", is_flag=True,
@@ -251,29 +264,37 @@ def _print_notices(report: EncodeReport) -> None:
 @click.option("--max-output-size", metavar="SIZE", callback=lambda ctx, param, value: _parse_size(value),
               help="Refuse files whose tensors add up to more than SIZE (e.g. 500M) before decoding anything. "
                    "Decoding never uses more memory than the file declares; this caps what it may declare.")
-@click.option("-f", "--force", is_flag=True, help="Overwrite the output file if it exists.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite the output file (or replace the output folder) if it exists.")
 @click.option("-q", "--quiet", is_flag=True)
 def decode_command(file, output, as_state_dict, trust_pickle, backend, max_output_size, force, quiet):
-    """Restore FILE to a torch.save file: a state_dict, or the nn.Module that was encoded.
+    """Restore FILE in the form it was encoded from, or the one OUTPUT's suffix asks for.
 
-    Quantized weights come back dequantized (int8 x scale) in their original dtype; loading the
-    output needs only torch (plus the module's own classes for a pickled module).
+    \b
+    state_dict / module .pt  -> the same .pt (a module needs --trust-pickle)
+    .safetensors file        -> a .safetensors file (dtypes and __metadata__ kept)
+    Hugging Face folder      -> a folder (shards + config/tokenizer files, byte-identical),
+                                loadable offline with transformers' from_pretrained
+    -o x.pt / -o x.safetensors always write a state_dict in that format instead.
+
+    Quantized weights come back dequantized (int8 x scale) in their original dtype; weights stored
+    exactly (norms, biases, integer and float8 tensors) come back bit for bit.
     """
-    _check_output(output, force)
+    header = _run(read_header, file) if Path(file).is_file() else None
+    if header is not None:
+        _run(check_decode_output, header, output, overwrite=force)
     bar, update = _progress(quiet, "decoding")
     if bar:
         bar.start()
     try:
         result = _run(decode, file, backend=backend, trust_pickle=trust_pickle, as_state_dict=as_state_dict,
                       max_output_bytes=max_output_size, progress=update)
-        written = _run(save_torch, result.model, output)
+        written = _run(save_decoded, result, output, overwrite=force)
         _mark_written(output)
     finally:
         if bar:
             bar.stop()
-    kind = "nn.Module" if result.module is not None else "state_dict"
-    console.print(f"wrote [bold]{output}[/]: {kind} with {len(result.state_dict)} tensors, {human_bytes(written)}, "
-                  f"in {result.seconds:.2f} s", highlight=False)
+    console.print(f"wrote [bold]{output}[/]: {written.describe(len(result.state_dict))}, "
+                  f"{human_bytes(written.bytes)}, in {result.seconds:.2f} s", highlight=False)
 
 
 @main.command("info")
@@ -289,7 +310,8 @@ def info_command(file, as_json):
         return
     out.print(f"[bold]{file}[/]: wcodec format {header.version[0]}.{header.version[1]}, {header.producer}, "
               f"{human_bytes(header.file_length)}, holds a {header.model.kind.replace('_', ' ')}"
-              + (f" ({header.model.class_name})" if header.model.class_name else ""), highlight=False)
+              + (f" ({header.model.class_name})" if header.model.class_name else "")
+              + _layout_summary(header), highlight=False)
     table = Table(show_lines=False)
     for col, justify in [("layer", "left"), ("dtype", "left"), ("shape", "left"), ("storage", "left"),
                          ("granularity", "left"), ("guard dB", "right"), ("QP", "right"), ("tiles", "left"),
@@ -304,11 +326,25 @@ def info_command(file, as_json):
             tiles = f"{layout.grid_rows}x{layout.grid_cols} of {layout.tile_width}x{layout.tile_height}"
             profile = f"{stream.get('profile', '?')} @ L{stream.get('level', '?')}, {stream.get('chroma_format', '')}"
             qp = "lossless" if h.lossless else str(h.qp)
-        storage = t.storage + ("+zstd" if t.data.compression == "zstd" else "")
+        storage = t.storage + ("+zstd" if t.data is not None and t.data.compression == "zstd" else "")
+        if t.storage == "alias":
+            storage = f"alias of {t.alias_of}" + (" (tied)" if t.tied else "")
         table.add_row(t.name, t.dtype, "x".join(map(str, t.shape)) or "scalar", storage,
                       t.quant.granularity if t.quant else "-", _fmt(t.quant.guard_db if t.quant else None),
                       qp, tiles, profile, f"{stored:,}", f"{8 * stored / max(t.numel, 1):.2f}")
     out.print(table)
+
+
+def _layout_summary(header) -> str:
+    model = header.model
+    if model.kind not in ("safetensors", "hf-folder"):
+        return ""
+    text = f" in {len(model.shards)} safetensors file(s)"
+    if model.files:
+        carried = sum(f.size for f in model.files)
+        text += f", with {len(model.files)} carried file(s) ({human_bytes(carried)}: " + \
+            ", ".join(f.path for f in model.files[:4]) + (" ..." if len(model.files) > 4 else "") + ")"
+    return text
 
 
 def run() -> None:

@@ -51,7 +51,10 @@ PREFIX_V1 = struct.Struct("<8sHHIIQ")
 PREFIX_V2 = struct.Struct("<8sHHIIIB3sQ")
 PREFIX = PREFIX_V2
 FORMAT_MAJOR = 2
+#: The minor version written when a file needs nothing newer (see Header.required_minor); 2.1 adds
+#: aliases, more dtypes and safetensors / hf-folder models.
 FORMAT_MINOR = 0
+LATEST_MINOR = 1
 READABLE_MAJORS = (1, 2)
 HEADER_NONE, HEADER_ZSTD = 0, 1
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024 * 1024
@@ -76,11 +79,12 @@ def header_bytes(header: Header) -> bytes:
     return json.dumps(header.to_json(), separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
-def pack_prefix_and_header(raw_header: bytes, payload_length: int, *, compress: bool = True) -> list[bytes]:
+def pack_prefix_and_header(raw_header: bytes, payload_length: int, *, compress: bool = True,
+                           minor: int = FORMAT_MINOR) -> list[bytes]:
     """The version-2 prefix and stored header for ``raw_header`` (JSON bytes) and a payload length."""
     stored, compression = maybe_compress(raw_header, HEADER_ZSTD_LEVEL if compress else None)
     flag = HEADER_ZSTD if compression == "zstd" else HEADER_NONE
-    prefix = PREFIX_V2.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(stored), len(raw_header), zlib.crc32(stored),
+    prefix = PREFIX_V2.pack(MAGIC, FORMAT_MAJOR, minor, len(stored), len(raw_header), zlib.crc32(stored),
                             flag, b"\0\0\0", payload_length)
     return [prefix, stored]
 
@@ -130,7 +134,8 @@ class ContainerWriter:
 
     def finish(self, header: Header) -> tuple[int, int, bytes | None]:
         """Write the file; returns ``(file bytes, stored header bytes, the file's bytes or None)``."""
-        head = pack_prefix_and_header(header_bytes(header), self._length)
+        # 2.0 unless the header uses what 2.1 added (then older 2.0 readers fail clearly on it)
+        head = pack_prefix_and_header(header_bytes(header), self._length, minor=header.required_minor())
         total = sum(map(len, head)) + self._length
         if self._spool is None:
             return total, len(head[1]), b"".join([*head, *self._parts])

@@ -13,16 +13,18 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .dtypes import DTYPES
-from .errors import MalformedHeaderError, OffsetOutOfRangeError, UnknownCodecError
+from .dtypes import DTYPES, FORMAT_2_0_DTYPES
+from .errors import MalformedHeaderError, OffsetOutOfRangeError, UnknownCodecError, UnsafePathError
 from .tiling import VALUE_OFFSET, TileLayout
 
-STORAGE_KINDS = ("raw", "int8", "hevc")
+STORAGE_KINDS = ("raw", "int8", "hevc", "alias")
 COMPRESSIONS = ("none", "zstd")
 QUANT_SCHEMES = ("symmetric-int8",)
 #: Granularities a file can hold (``auto`` is an encoder setting, resolved before writing).
 STORED_GRANULARITIES = ("per-tensor", "per-channel")
-MODEL_KINDS = ("state_dict", "module")
+MODEL_KINDS = ("state_dict", "module", "safetensors", "hf-folder")
+#: What needs a format 2.1 reader (anything else is plain 2.0).
+MODEL_KINDS_2_1 = ("safetensors", "hf-folder")
 CHROMA_FORMATS = ("yuv420p", "gray")
 
 # --- limits a reader enforces (docs/FORMAT.md section 3.3) -----------------------------------------
@@ -38,6 +40,15 @@ MAX_ZSTD_RATIO = 32768
 #: a flat picture at QP 51 (4094 samples per byte, measured on 4096x2160); 16x that is allowed.
 MAX_HEVC_SAMPLES_PER_BYTE = 65536
 TILE_SIDE_RANGE = (16, 16384)
+#: File names (carried files, safetensors shards): bytes of the UTF-8 path, of one component, components.
+MAX_PATH_BYTES = 1024
+MAX_PATH_COMPONENT_BYTES = 255
+MAX_PATH_DEPTH = 16
+#: Carried files and safetensors shards per file.
+MAX_FILES = 10_000
+MAX_SHARDS = 10_000
+#: Largest carried file (decompressed): 2**34 bytes, 16 GiB.
+MAX_CARRIED_FILE_BYTES = 2**34
 
 
 def fail(message: str):
@@ -220,10 +231,12 @@ class TensorInfo:
     name: str
     dtype: str
     shape: tuple[int, ...]
-    storage: str  # "raw" | "int8" | "hevc"
-    data: Segment
+    storage: str  # "raw" | "int8" | "hevc" | "alias"
+    data: Segment | None  # None for "alias" only
     quant: QuantInfo | None = None
     hevc: HevcInfo | None = None
+    alias_of: str | None = None  # "alias": the earlier tensor whose values this one has
+    tied: bool = False  # "alias": the source shared one storage (decode shares it too); else a copy
 
     @property
     def numel(self) -> int:
@@ -231,20 +244,23 @@ class TensorInfo:
 
     @property
     def stored_bytes(self) -> int:
-        """Bytes this tensor takes in the payload (data and scales)."""
+        """Bytes this tensor takes in the payload (data and scales; 0 for an alias)."""
+        if self.data is None:
+            return 0
         return self.data.length + (self.quant.scales.length if self.quant else 0)
 
     def segments(self) -> list[tuple[str, Segment]]:
-        found = [(f"{self.name} data", self.data)]
+        found = [(f"{self.name} data", self.data)] if self.data is not None else []
         if self.quant is not None:
             found.append((f"{self.name} scales", self.quant.scales))
         return found
 
     def to_json(self) -> dict:
-        out: dict[str, Any] = {
-            "name": self.name, "dtype": self.dtype, "shape": list(self.shape),
-            "storage": self.storage, "data": self.data.to_json(),
-        }
+        out: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "storage": self.storage}
+        if self.storage == "alias":
+            out.update({"alias_of": self.alias_of, "tied": self.tied})
+            return out
+        out["data"] = self.data.to_json()
         if self.quant is not None:
             out["quant"] = self.quant.to_json()
         if self.hevc is not None:
@@ -268,8 +284,17 @@ class TensorInfo:
         storage = get(item, "storage", str, where)
         if storage not in STORAGE_KINDS:
             raise UnknownCodecError(f"{where} uses unknown storage kind {storage!r}")
+        if storage == "alias":
+            if any(key in item for key in ("data", "quant", "hevc")):
+                fail(f"{where}: an alias has no data, quant or hevc member")
+            tied = item.get("tied", False)
+            if not isinstance(tied, bool):
+                fail(f"{where}.tied must be true or false")
+            return cls(name, dtype, shape, storage, None, alias_of=get(item, "alias_of", str, where), tied=tied)
         data = Segment.from_json(item.get("data"), f"{where}.data")
         quant = None
+        if storage in ("int8", "hevc") and not DTYPES[dtype].quantizable:
+            fail(f"{where}: a {dtype} tensor is never quantized (storage {storage!r}); only raw or alias")
         if storage in ("int8", "hevc"):
             quant = QuantInfo.from_json(get(item, "quant", dict, where), f"{where}.quant", shape)
         if storage in ("raw", "int8"):
@@ -288,13 +313,119 @@ class TensorInfo:
         return cls(name, dtype, shape, storage, data, quant, hevc)
 
 
+def check_relative_path(path: Any, where: str) -> str:
+    """``path`` if it is a safe relative file name (section 3.4), else :class:`UnsafePathError`.
+
+    Safe: a non-empty string of ``/``-separated components, none empty, ``.`` or ``..``, at most
+    :data:`MAX_PATH_DEPTH` components of at most 255 UTF-8 bytes each and 1024 bytes in all, with no
+    backslash, no NUL and no other control character (U+0000-U+001F, U+007F). It cannot start with
+    ``/`` (absolute) and cannot climb out of the folder it is written in.
+    """
+    if not isinstance(path, str):
+        fail(f"{where} must be a string")
+    try:
+        raw = path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnsafePathError(f"unsafe file name in {where}: not valid UTF-8") from None
+    parts = path.split("/")
+    reason = None
+    if not path:
+        reason = "empty"
+    elif path.startswith("/"):
+        reason = "absolute"
+    elif len(raw) > MAX_PATH_BYTES or len(parts) > MAX_PATH_DEPTH:
+        reason = f"longer than {MAX_PATH_BYTES} bytes or {MAX_PATH_DEPTH} components"
+    elif any(ord(c) < 0x20 or c in "\\\x7f" for c in path):
+        reason = "has a backslash or a control character"
+    elif any(part in ("", ".", "..") for part in parts):
+        reason = "has an empty, '.' or '..' component"
+    elif any(len(part.encode("utf-8")) > MAX_PATH_COMPONENT_BYTES for part in parts):
+        reason = f"has a component longer than {MAX_PATH_COMPONENT_BYTES} bytes"
+    if reason:
+        raise UnsafePathError(f"unsafe file name {path[:200]!r} in {where}: {reason}")
+    return path
+
+
+def check_file_set(paths: list[str]) -> None:
+    """No two paths equal (ignoring case: some file systems do) and no path inside another one
+    (``a`` and ``a/b`` cannot both be files)."""
+    seen: dict[str, str] = {}
+    for path in paths:
+        key = path.casefold()
+        if key in seen:
+            raise UnsafePathError(f"file name {path!r} collides with {seen[key]!r}")
+        seen[key] = path
+    for path in paths:
+        parts = path.casefold().split("/")
+        for depth in range(1, len(parts)):
+            prefix = "/".join(parts[:depth])
+            if prefix in seen:
+                raise UnsafePathError(f"file name {path!r} needs {seen[prefix]!r} to be a folder, but it is a file")
+
+
+def _string_map(obj: Any, where: str) -> dict[str, str] | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, dict) or not all(isinstance(v, str) for v in obj.values()):
+        fail(f"{where} must be null or an object of strings")
+    return obj
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One safetensors file of a ``safetensors`` / ``hf-folder`` model (section 3.4)."""
+
+    file: str  # relative path of the file in the folder (for "safetensors": the input's name, informative)
+    tensors: tuple[str, ...]  # the tensor names it holds, in the header's order
+    metadata: dict[str, str] | None = None  # its ``__metadata__``
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "tensors": list(self.tensors), "metadata": self.metadata}
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str) -> "ShardInfo":
+        file = check_relative_path(get(obj, "file", str, where), f"{where}.file")
+        names = get(obj, "tensors", list, where)
+        if not all(isinstance(n, str) for n in names):
+            fail(f"{where}.tensors must be a list of tensor names")
+        return cls(file, tuple(names), _string_map(obj.get("metadata"), f"{where}.metadata"))
+
+
+@dataclass(frozen=True)
+class CarriedFile:
+    """A non-weight file of an ``hf-folder`` model (config, tokenizer...), restored byte for byte."""
+
+    path: str
+    size: int  # bytes once decompressed
+    data: Segment
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "size": self.size, "data": self.data.to_json()}
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str) -> "CarriedFile":
+        path = check_relative_path(get(obj, "path", str, where), f"{where}.path")
+        size = get(obj, "size", int, where)
+        if not 0 <= size <= MAX_CARRIED_FILE_BYTES:
+            fail(f"{where}.size must be from 0 to 2**34")
+        data = Segment.from_json(obj.get("data"), f"{where}.data")
+        if data.compression == "none" and data.length != size:
+            fail(f"{where}.data holds {data.length} bytes, not the file's {size}")
+        if data.compression == "zstd" and size > MAX_ZSTD_RATIO * data.length:
+            fail(f"{where}.data: {data.length} zstd bytes cannot hold {size} bytes")
+        return cls(path, size, data)
+
+
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the tensors came from: a state_dict, or a pickled ``nn.Module`` (section 3)."""
+    """What the tensors came from (section 3): a state_dict, a pickled ``nn.Module``, a
+    ``.safetensors`` file or a Hugging Face model folder (section 3.4)."""
 
-    kind: str = "state_dict"  # "state_dict" | "module"
+    kind: str = "state_dict"  # "state_dict" | "module" | "safetensors" | "hf-folder"
     class_name: str | None = None  # "module": the module's class, informative
     skeleton: Segment | None = None  # "module": the pickled module without its tensors
+    shards: tuple[ShardInfo, ...] = ()  # "safetensors" (exactly one), "hf-folder" (one or more)
+    files: tuple[CarriedFile, ...] = ()  # "hf-folder": the other files of the folder
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {"kind": self.kind}
@@ -302,6 +433,10 @@ class ModelInfo:
             out["class"] = self.class_name
         if self.skeleton is not None:
             out["skeleton"] = self.skeleton.to_json()
+        if self.kind in MODEL_KINDS_2_1:
+            out["shards"] = [shard.to_json() for shard in self.shards]
+        if self.kind == "hf-folder":
+            out["files"] = [f.to_json() for f in self.files]
         return out
 
     @classmethod
@@ -309,12 +444,43 @@ class ModelInfo:
         kind = get(obj, "kind", str, "model")
         if kind not in MODEL_KINDS:
             fail(f"model.kind {kind!r} is not one of {MODEL_KINDS}")
-        if kind != "module":
+        if kind == "state_dict":
             return cls(kind)
-        class_name = obj.get("class")
-        if class_name is not None and not isinstance(class_name, str):
-            fail("model.class must be a string")
-        return cls(kind, class_name, Segment.from_json(obj.get("skeleton"), "model.skeleton"))
+        if kind == "module":
+            class_name = obj.get("class")
+            if class_name is not None and not isinstance(class_name, str):
+                fail("model.class must be a string")
+            return cls(kind, class_name, Segment.from_json(obj.get("skeleton"), "model.skeleton"))
+        items = get(obj, "shards", list, "model")
+        if not 1 <= len(items) <= MAX_SHARDS or (kind == "safetensors" and len(items) != 1):
+            fail(f"model.shards must list {'exactly one' if kind == 'safetensors' else f'1 to {MAX_SHARDS}'} "
+                 "safetensors file(s)")
+        shards = tuple(ShardInfo.from_json(item, f"model.shards[{i}]") for i, item in enumerate(items))
+        files: tuple[CarriedFile, ...] = ()
+        if kind == "hf-folder":
+            items = get(obj, "files", list, "model")
+            if len(items) > MAX_FILES:
+                fail(f"model.files lists more than {MAX_FILES} files")
+            files = tuple(CarriedFile.from_json(item, f"model.files[{i}]") for i, item in enumerate(items))
+            check_file_set([s.file for s in shards] + [f.path for f in files])
+        return cls(kind, shards=shards, files=files)
+
+    def check_tensors(self, tensors: list["TensorInfo"]) -> None:
+        """Every tensor in exactly one shard, every shard name a tensor (``safetensors`` / ``hf-folder``)."""
+        if self.kind not in MODEL_KINDS_2_1:
+            return
+        names = {t.name for t in tensors}
+        placed: set[str] = set()
+        for shard in self.shards:
+            for name in shard.tensors:
+                if name not in names:
+                    fail(f"model.shards: {shard.file!r} lists {name!r}, which is not a tensor of the file")
+                if name in placed:
+                    fail(f"model.shards: tensor {name!r} is listed twice")
+                placed.add(name)
+        if len(placed) != len(names):
+            missing = next(t.name for t in tensors if t.name not in placed)
+            fail(f"model.shards: tensor {missing!r} is in no shard")
 
 
 @dataclass
@@ -340,13 +506,21 @@ class Header:
         if not isinstance(doc, dict):
             fail("the top level is not an object")
         model = ModelInfo.from_json(get(doc, "model", dict, "header"))
-        tensors, names = [], set()
+        tensors, by_name = [], {}
         for i, item in enumerate(get(doc, "tensors", list, "header")):
             entry = TensorInfo.from_json(item, f"tensors[{i}]")
-            if entry.name in names:
+            if entry.name in by_name:
                 fail(f"duplicate tensor name {entry.name!r}")
-            names.add(entry.name)
+            if entry.storage == "alias":
+                target = by_name.get(entry.alias_of)
+                if target is None or target.storage == "alias":
+                    fail(f"tensor {entry.name!r} is an alias of {entry.alias_of!r}, which is not an earlier "
+                         "non-alias tensor")
+                if (target.dtype, target.shape) != (entry.dtype, entry.shape):
+                    fail(f"tensor {entry.name!r} is an alias of {entry.alias_of!r} but differs in dtype or shape")
+            by_name[entry.name] = entry
             tensors.append(entry)
+        model.check_tensors(tensors)
         metadata = doc.get("metadata", {})
         if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
             fail("metadata must be an object of strings")
@@ -357,9 +531,17 @@ class Header:
 
     def segments(self) -> list[tuple[str, Segment]]:
         found = [("module skeleton", self.model.skeleton)] if self.model.skeleton is not None else []
+        found.extend((f"file {f.path!r}", f.data) for f in self.model.files)
         for t in self.tensors:
             found.extend(t.segments())
         return found
+
+    def required_minor(self) -> int:
+        """The minor version of format 2 a reader needs for this header: 1 if it uses anything
+        added in 2.1 (aliases, the dtypes added to the table, safetensors and hf-folder models), else 0."""
+        new = (self.model.kind in MODEL_KINDS_2_1
+               or any(t.storage == "alias" or t.dtype not in FORMAT_2_0_DTYPES for t in self.tensors))
+        return 1 if new else 0
 
     def validate(self, payload_length: int) -> None:
         """Every segment inside ``[0, payload_length)`` and no two overlapping (section 2, step 8)."""
@@ -375,4 +557,5 @@ class Header:
             previous_end, previous_what = end, what
 
 
-__all__ = ["Header", "HevcInfo", "ModelInfo", "QuantInfo", "Segment", "TensorInfo"]
+__all__ = ["CarriedFile", "Header", "HevcInfo", "ModelInfo", "QuantInfo", "Segment", "ShardInfo", "TensorInfo",
+           "check_file_set", "check_relative_path"]

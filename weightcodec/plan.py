@@ -24,7 +24,10 @@ from .errors import ConfigError, ModelLoadError
 from .quant import choose_granularity
 from .report import Notice
 
-STORAGE_KINDS = ("raw", "int8", "hevc")
+STORAGE_KINDS = ("raw", "int8", "hevc", "alias")
+#: Tensors with equal contents (but their own storage) are stored once from this many bytes up;
+#: tensors sharing one storage (tied weights) always are.
+MIN_DEDUP_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,9 @@ class TensorPlan:
     guard_threshold_db: float | None = None
     guard_switched: bool = False  # auto mode moved this tensor to per-channel
     hevc: HevcSettings | None = None  # for hevc
+    alias_of: str | None = None  # for alias: the earlier tensor holding the same values
+    tied: bool = False  # for alias: the two shared one storage in the source (decoded as one tensor again)
+    axis: int = 0  # the channel axis of per-channel scales
 
     @property
     def numel(self) -> int:
@@ -58,13 +64,15 @@ class EncodePlan:
 def storage_kind(name: str, tensor: torch.Tensor, config: EncodeConfig) -> str:
     """``"hevc"``, ``"int8"`` or ``"raw"`` for one state_dict entry (the rule in docs/QUANTIZATION.md).
 
-    Quantized: floating-point tensors named ``*weight`` with at least two dimensions (the weights
-    of Linear, Conv, Embedding and attention projections) and at least ``min_quantized_elements``
-    elements. Biases, norm parameters, buffers and small tensors stay raw. Of the quantized, 2-D
+    Quantized: float64/32/16 and bfloat16 tensors named ``*weight`` with at least two dimensions (the
+    weights of Linear, Conv, Embedding and attention projections) and at least ``min_quantized_elements``
+    elements; other dtypes (integers, float8 and float4 formats of already-quantized checkpoints) are
+    always stored exactly. Biases, norm parameters, buffers and small tensors stay raw. Of the quantized, 2-D
     ones with at least ``min_coded_elements`` elements are HEVC-coded (conv weights too, reshaped
     to ``(out, in*k*k)``, with ``code_conv``); the rest are stored as int8.
     """
-    if not (tensor.is_floating_point() and tensor.ndim >= 2 and name.endswith("weight")):
+    dtype = from_torch(tensor.dtype)
+    if not (dtype is not None and dtype.quantizable and tensor.ndim >= 2 and name.endswith("weight")):
         return "raw"
     if tensor.numel() < config.min_quantized_elements:
         return "raw"
@@ -72,6 +80,13 @@ def storage_kind(name: str, tensor: torch.Tensor, config: EncodeConfig) -> str:
     if config.code_matrices and codable and tensor.numel() >= config.min_coded_elements:
         return "hevc"
     return "int8"
+
+
+def alias_plan(name: str, tensor: torch.Tensor, target: str, tied: bool) -> TensorPlan:
+    dtype = from_torch(tensor.dtype)
+    if dtype is None:
+        raise ModelLoadError(f"tensor {name!r} has dtype {tensor.dtype}, which weightcodec cannot store")
+    return TensorPlan(name, "alias", dtype.name, tuple(tensor.shape), alias_of=target, tied=tied)
 
 
 def plan_tensor(name: str, tensor: torch.Tensor, config: EncodeConfig) -> TensorPlan:
@@ -95,14 +110,66 @@ def plan_tensor(name: str, tensor: torch.Tensor, config: EncodeConfig) -> Tensor
     )
 
 
+def find_aliases(state_dict: Mapping[str, torch.Tensor], *,
+                 min_dedup_bytes: int = MIN_DEDUP_BYTES) -> dict[str, tuple[str, bool]]:
+    """Tensors to store once: ``{name: (earlier name, tied)}``; every target is a tensor that is not
+    itself an alias.
+
+    ``tied``: the two are the same view of one storage (tied weights of a ``torch.save``'d
+    state_dict, e.g. an LM head that is the token embedding). Otherwise their dtype, shape and bytes
+    are equal (a safetensors file cannot share storage, so a tied head saved twice is found this
+    way); only tensors of at least ``min_dedup_bytes`` bytes are compared, and a tensor others are
+    tied to never becomes an alias itself (its sharing is kept).
+    """
+    import hashlib
+
+    from .storage.base import as_numpy
+
+    aliases: dict[str, tuple[str, bool]] = {}
+    first_view: dict[tuple, str] = {}
+    for name, tensor in state_dict.items():
+        if tensor.numel() == 0 or tensor.device.type == "meta":
+            continue
+        view = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.stride()),
+                tuple(tensor.shape), tensor.dtype)
+        if view in first_view:
+            aliases[name] = (first_view[view], True)
+        else:
+            first_view[view] = name
+    tied_targets = {target for target, _ in aliases.values()}
+    seen: dict[tuple, list[str]] = {}  # (dtype, shape, digest) -> earlier distinct tensors
+    for name, tensor in state_dict.items():
+        if (name in aliases or tensor.numel() == 0 or tensor.device.type == "meta"
+                or tensor.numel() * tensor.element_size() < min_dedup_bytes):
+            continue
+        data = as_numpy(tensor)
+        digest = hashlib.blake2b(data.view("u1").reshape(-1) if data.dtype.kind != "c" else data.tobytes(),
+                                 digest_size=16).digest()
+        earlier = seen.setdefault((tensor.dtype, tuple(tensor.shape), digest), [])
+        flat = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
+        match = None if name in tied_targets else next(
+            (e for e in earlier if torch.equal(state_dict[e].detach().contiguous().reshape(-1).view(torch.uint8), flat)),
+            None)
+        if match is None:
+            earlier.append(name)
+        else:
+            aliases[name] = (match, False)
+    return aliases
+
+
 def plan_encode(state_dict: Mapping[str, torch.Tensor], config: EncodeConfig) -> EncodePlan:
     """Plan every tensor of ``state_dict`` and collect what the user should be told about the plan.
+
+    Tensors equal to an earlier one (tied weights; see :func:`find_aliases`) become ``alias``
+    entries that store nothing.
 
     Raises:
         ConfigError: a per-layer pattern (``layer_qp``, ``layer_granularity``) matches no tensor.
     """
     check_patterns(list(state_dict), config)
-    tensors = [plan_tensor(name, tensor, config) for name, tensor in state_dict.items()]
+    aliases = find_aliases(state_dict)
+    tensors = [alias_plan(name, tensor, *aliases[name]) if name in aliases else plan_tensor(name, tensor, config)
+               for name, tensor in state_dict.items()]
     notices = guard_notices(tensors)
     coded = {t.name for t in tensors if t.storage == "hevc"}
     idle = [pattern for pattern, _ in config.layer_qp if not any(fnmatch.fnmatchcase(n, pattern) for n in coded)]
@@ -155,5 +222,5 @@ def guard_notices(tensors: list[TensorPlan]) -> list[Notice]:
     return notices
 
 
-__all__ = ["EncodePlan", "STORAGE_KINDS", "TensorPlan", "check_patterns", "guard_notices", "plan_encode", "plan_tensor",
-           "storage_kind"]
+__all__ = ["EncodePlan", "STORAGE_KINDS", "TensorPlan", "alias_plan", "check_patterns", "find_aliases", "guard_notices",
+           "plan_encode", "plan_tensor", "storage_kind"]

@@ -56,13 +56,22 @@ class CodedTensor:
 def as_numpy(tensor: torch.Tensor) -> np.ndarray:
     """The tensor's elements as a C-contiguous numpy array without changing a bit.
 
-    numpy has no bfloat16: a bfloat16 tensor comes back as its uint16 bit patterns (its dtype
-    is known from the plan). Shares memory with ``tensor`` where torch allows.
+    numpy has no bfloat16, float8 or float4: such a tensor comes back as its bit patterns
+    (bfloat16 as uint16, the one-byte formats as uint8; its dtype is known from the plan).
+    Shares memory with ``tensor`` where torch allows.
     """
     tensor = tensor.detach().to("cpu").contiguous()
     if tensor.dtype == torch.bfloat16:
         return tensor.view(torch.int16).numpy().view(np.uint16)
+    if tensor.dtype in _BYTE_PATTERN_DTYPES:
+        return tensor.view(torch.uint8).numpy()
     return tensor.numpy()
+
+
+#: One-byte dtypes numpy cannot represent: handled as their uint8 bit patterns.
+_BYTE_PATTERN_DTYPES = frozenset(d for d in (
+    torch.float8_e4m3fn, torch.float8_e4m3fnuz, torch.float8_e5m2, torch.float8_e5m2fnuz, torch.float8_e8m0fnu,
+    torch.float4_e2m1fn_x2))
 
 
 def to_float32(array: np.ndarray, dtype: str) -> np.ndarray:
@@ -74,7 +83,7 @@ def to_float32(array: np.ndarray, dtype: str) -> np.ndarray:
 
 def quantize_planned(array: np.ndarray, plan: TensorPlan) -> QuantizedTensor:
     """The tensor's int8 values and scales at the plan's granularity."""
-    return quantize(to_float32(array, plan.dtype), plan.granularity)
+    return quantize(to_float32(array, plan.dtype), plan.granularity, axis=plan.axis if plan.granularity == "per-channel" else 0)
 
 
 def scales_bytes(q: QuantizedTensor) -> bytes:
