@@ -36,7 +36,10 @@ def _library():
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    line = text[0].replace("Error while deserializing header: ", "")
+    return line if len(line) <= 120 else line[:117] + "..."
 
 
 def looks_like_safetensors(path: str | os.PathLike[str]) -> bool:
