@@ -168,7 +168,8 @@ def _place(coded: CodedTensor, payload: ContainerWriter) -> TensorInfo:
     quant = None
     if coded.scales is not None:
         scales = payload.add(coded.scales)
-        quant = QuantInfo(plan.granularity, coded.axis, scales, plan.guard_db)
+        col_scales = payload.add(coded.col_scales) if coded.col_scales is not None else None
+        quant = QuantInfo(plan.granularity, coded.axis, scales, plan.guard_db, col_scales=col_scales)
     data = payload.add(coded.data, compression=coded.compression)
     return TensorInfo(plan.name, plan.dtype, plan.shape, plan.storage, data, quant, coded.hevc)
 

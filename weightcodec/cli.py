@@ -17,6 +17,7 @@ from . import __version__
 from .allocate import encode_to_size
 from .api import EncodeReport, decode, encode, read_header
 from .backends import available_backends
+from .policy import POLICIES
 from .config import (
     CHROMA_FORMATS,
     DEFAULT_MATRIX_GUARD_SQNR_DB,
@@ -140,9 +141,17 @@ def main() -> None:
 @main.command("encode")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file [default: MODEL with .wcodec suffix].")
-@click.option("--qp", type=click.IntRange(0, 51), default=28, show_default=True,
-              help="HEVC quantization parameter, 0-51: higher is smaller and lossier. It is the QP written in "
-                   "the stream (x265's I-frame offset is cancelled).")
+@click.option("--qp", type=click.IntRange(0, 51), default=None,
+              help="HEVC quantization parameter, 0-51, for every coded matrix: higher is smaller and lossier. It is "
+                   "the QP written in the stream (x265's I-frame offset is cancelled). Default: 28, except for "
+                   "Transformers (see --policy), which get a QP per matrix from fidelity targets.")
+@click.option("--policy", type=click.Choice(POLICIES), default="auto", show_default=True,
+              help="How matrices are quantized and which QP each gets. classic: the paper's method, one QP, "
+                   "per-tensor scales unless the guard objects. transformer: embeddings get one scale per "
+                   "column, projections one per row and one per column, each matrix the QP that meets its "
+                   "role's fidelity target (data-free; docs/RESULTS.md, Transformer section). auto: transformer "
+                   "when the tensor names include attention projections (safetensors / Hugging Face folders "
+                   "of BERT, GPT-2, Llama...), else classic.")
 @click.option("--lossless", is_flag=True, help="Code matrices with HEVC lossless mode: int8 round-trips exactly. Lossless streams "
                    "signal level 8.5, which phone hardware decoders may refuse, and are larger than "
                    "--int8-only (zstd); prefer --int8-only for exact weights.")
@@ -181,7 +190,7 @@ def main() -> None:
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output file if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-layer report as JSON on stdout.")
-def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_granularity, guard_db, matrix_guard_db, chroma, preset,
+def encode_command(model, output, qp, policy, lossless, layer_qp, granularity, layer_granularity, guard_db, matrix_guard_db, chroma, preset,
                    max_tile, target_size, code_conv, int8_only, no_zstd, backend, trust_pickle, verify, force, quiet,
                    as_json):
     """Compress MODEL: a torch.save'd state_dict (or a pickled nn.Module with --trust-pickle), a
@@ -191,7 +200,7 @@ def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_gra
     _run(check_model_path, model)
     output = output or default_output(model)
     _check_output(output, force)
-    config = _run(build_encode_config, qp=qp, lossless=lossless, layer_qp=layer_qp, granularity=granularity,
+    config = _run(build_encode_config, qp=qp, policy=policy, lossless=lossless, layer_qp=layer_qp, granularity=granularity,
                   layer_granularity=layer_granularity, guard_db=guard_db, matrix_guard_db=matrix_guard_db, chroma=chroma, preset=preset,
                   max_tile=max_tile, code_conv=code_conv, int8_only=int8_only, no_zstd=no_zstd, backend=backend)
     bar, update = _progress(quiet or as_json, "encoding")

@@ -112,13 +112,21 @@ class QuantInfo:
     scales: Segment
     guard_db: float | None  # the guard's figure in dB (None when per-tensor int8 is exact)
     scheme: str = "symmetric-int8"
+    col_scales: Segment | None = None  # version 2.1: one float32 per matrix column (per-channel, axis 0)
 
     def n_scales(self, shape: tuple[int, ...]) -> int:
         return 1 if self.granularity == "per-tensor" else shape[self.axis]
 
+    @staticmethod
+    def n_col_scales(shape: tuple[int, ...]) -> int:
+        return math.prod(shape[1:])
+
     def to_json(self) -> dict:
-        return {"scheme": self.scheme, "granularity": self.granularity, "axis": self.axis,
-                "guard_db": self.guard_db, "scales": self.scales.to_json()}
+        out = {"scheme": self.scheme, "granularity": self.granularity, "axis": self.axis,
+               "guard_db": self.guard_db, "scales": self.scales.to_json()}
+        if self.col_scales is not None:
+            out["col_scales"] = self.col_scales.to_json()
+        return out
 
     @classmethod
     def from_json(cls, obj: Any, where: str, shape: tuple[int, ...]) -> "QuantInfo":
@@ -135,7 +143,15 @@ class QuantInfo:
         if guard is not None and not isinstance(guard, (int, float)):
             fail(f"{where}.guard_db must be a number or null")
         scales = Segment.from_json(obj.get("scales"), f"{where}.scales")
-        info = cls(granularity, axis, scales, guard, scheme)
+        col_scales = None
+        if obj.get("col_scales") is not None:
+            if granularity != "per-channel" or axis != 0 or len(shape) < 2:
+                fail(f"{where}.col_scales needs per-channel scales along axis 0 of a tensor of 2 or more dimensions")
+            col_scales = Segment.from_json(obj["col_scales"], f"{where}.col_scales")
+            n_cols = cls.n_col_scales(shape)
+            if col_scales.compression != "none" or col_scales.length != 4 * n_cols:
+                fail(f"{where}.col_scales must hold {n_cols} uncompressed float32 values")
+        info = cls(granularity, axis, scales, guard, scheme, col_scales)
         n_scales = info.n_scales(shape)
         if scales.compression != "none" or scales.length != 4 * n_scales:
             fail(f"{where}.scales must hold {n_scales} uncompressed float32 values")
@@ -245,14 +261,14 @@ class TensorInfo:
     @property
     def stored_bytes(self) -> int:
         """Bytes this tensor takes in the payload (data and scales; 0 for an alias)."""
-        if self.data is None:
-            return 0
-        return self.data.length + (self.quant.scales.length if self.quant else 0)
+        return sum(segment.length for _, segment in self.segments())
 
     def segments(self) -> list[tuple[str, Segment]]:
         found = [(f"{self.name} data", self.data)] if self.data is not None else []
         if self.quant is not None:
             found.append((f"{self.name} scales", self.quant.scales))
+            if self.quant.col_scales is not None:
+                found.append((f"{self.name} column scales", self.quant.col_scales))
         return found
 
     def to_json(self) -> dict:
@@ -538,9 +554,11 @@ class Header:
 
     def required_minor(self) -> int:
         """The minor version of format 2 a reader needs for this header: 1 if it uses anything
-        added in 2.1 (aliases, the dtypes added to the table, safetensors and hf-folder models), else 0."""
+        added in 2.1 (aliases, column scales, the dtypes added to the table, safetensors and hf-folder
+        models), else 0."""
         new = (self.model.kind in MODEL_KINDS_2_1
-               or any(t.storage == "alias" or t.dtype not in FORMAT_2_0_DTYPES for t in self.tensors))
+               or any(t.storage == "alias" or t.dtype not in FORMAT_2_0_DTYPES
+                      or (t.quant is not None and t.quant.col_scales is not None) for t in self.tensors))
         return 1 if new else 0
 
     def validate(self, payload_length: int) -> None:

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import EncodeConfig, HevcSettings
+from .config import EncodeConfig, HevcSettings, _last_match
 from .dtypes import from_torch
 from .errors import ConfigError, ModelLoadError
-from .quant import choose_granularity
+from .policy import hevc_noise_db, looks_like_transformer, qp_for_target, role_layout, signal_db, tensor_role
+from .quant import choose_granularity, quantize
 from .report import Notice
 
 STORAGE_KINDS = ("raw", "int8", "hevc", "alias")
@@ -43,9 +44,12 @@ class TensorPlan:
     guard_threshold_db: float | None = None
     guard_switched: bool = False  # auto mode moved this tensor to per-channel
     hevc: HevcSettings | None = None  # for hevc
+    role: str | None = None  # Transformer policy: "embedding" | "position" | "layer" (weightcodec.policy)
+    predicted_snr_db: float | None = None  # Transformer policy: predicted int8 SNR after HEVC at the chosen QP
     alias_of: str | None = None  # for alias: the earlier tensor holding the same values
     tied: bool = False  # for alias: the two shared one storage in the source (decoded as one tensor again)
     axis: int = 0  # the channel axis of per-channel scales
+    col_scales: bool = False  # per-channel (axis 0) rows plus one scale per column (weightcodec.colscales)
 
     @property
     def numel(self) -> int:
@@ -157,6 +161,45 @@ def find_aliases(state_dict: Mapping[str, torch.Tensor], *,
     return aliases
 
 
+def uses_transformer_policy(names, config: EncodeConfig) -> bool:
+    """Whether ``config`` plans these tensors with the Transformer policy (:mod:`weightcodec.policy`)."""
+    return config.policy == "transformer" or (config.policy == "auto" and looks_like_transformer(names))
+
+
+def plan_transformer_tensor(name: str, tensor: torch.Tensor, config: EncodeConfig) -> TensorPlan:
+    """The Transformer policy's plan of one tensor: role layout, and a QP from the role's fidelity
+    target (or the fixed ``config.transformer.qp``, or a ``layer_qp`` pattern). Tensors that are
+    not 2-D quantized weights, and those given a granularity explicitly, are planned as usual."""
+    base = plan_tensor(name, tensor, config)
+    if base.storage == "raw" or tensor.ndim != 2 or config.granularity_for(name) != "auto":
+        return base
+    policy = config.transformer
+    role = tensor_role(name, tuple(tensor.shape))
+    layout = role_layout(role)
+    weights = tensor.detach().to("cpu", torch.float32).numpy()
+    if layout.col_scales:
+        from .colscales import quantize_with_col_scales
+
+        values = quantize_with_col_scales(weights).values
+    else:
+        values = quantize(weights, "per-channel", axis=layout.axis).values
+    hevc = None
+    snr = None
+    if base.storage == "hevc":
+        explicit = _last_match(config.layer_qp, name, None)
+        if explicit is not None:
+            qp = explicit
+        elif policy.qp is not None:
+            qp = policy.qp
+        else:
+            qp = qp_for_target(signal_db(values), policy.target_db(role), policy.qp_range)
+        hevc = HevcSettings(**{**config.hevc.__dict__, "qp": qp})
+        snr = signal_db(values) - hevc_noise_db(qp)
+    return TensorPlan(name, base.storage, base.dtype, base.shape, granularity="per-channel", hevc=hevc,
+                      axis=layout.axis, col_scales=layout.col_scales, role=role,
+                      predicted_snr_db=None if hevc is None or hevc.lossless else round(snr, 2))
+
+
 def plan_encode(state_dict: Mapping[str, torch.Tensor], config: EncodeConfig) -> EncodePlan:
     """Plan every tensor of ``state_dict`` and collect what the user should be told about the plan.
 
@@ -168,9 +211,13 @@ def plan_encode(state_dict: Mapping[str, torch.Tensor], config: EncodeConfig) ->
     """
     check_patterns(list(state_dict), config)
     aliases = find_aliases(state_dict)
-    tensors = [alias_plan(name, tensor, *aliases[name]) if name in aliases else plan_tensor(name, tensor, config)
+    transformer = uses_transformer_policy(state_dict, config)
+    planner = plan_transformer_tensor if transformer else plan_tensor
+    tensors = [alias_plan(name, tensor, *aliases[name]) if name in aliases else planner(name, tensor, config)
                for name, tensor in state_dict.items()]
     notices = guard_notices(tensors)
+    if transformer:
+        notices.insert(0, transformer_notice(tensors, config))
     coded = {t.name for t in tensors if t.storage == "hevc"}
     idle = [pattern for pattern, _ in config.layer_qp if not any(fnmatch.fnmatchcase(n, pattern) for n in coded)]
     if idle:
@@ -182,6 +229,18 @@ def plan_encode(state_dict: Mapping[str, torch.Tensor], config: EncodeConfig) ->
         notices.append(Notice("warning", f"--layer-granularity pattern(s) {', '.join(map(repr, idle))} match no "
                                          "quantized tensor: biases, norms and small tensors are stored exactly"))
     return EncodePlan(tensors, notices)
+
+
+def transformer_notice(tensors: list[TensorPlan], config: EncodeConfig) -> Notice:
+    coded = [t for t in tensors if t.role is not None and t.hevc is not None]
+    how = (f"every coded matrix at QP {config.transformer.qp}" if config.transformer.qp is not None else
+           f"QPs from fidelity targets (layers {config.transformer.layer_target_db:g} dB, embeddings "
+           f"{config.transformer.embedding_target_db:g} dB)")
+    qps = sorted({t.hevc.qp for t in coded})
+    span = f": QP {qps[0]}-{qps[-1]}" if len(qps) > 1 else (f": QP {qps[0]}" if qps else "")
+    why = "" if config.policy == "transformer" else " (attention weights found; --policy classic for one QP and per-tensor scales)"
+    return Notice("note", f"Transformer policy{why}: per-row and per-column scales for projections, per-column "
+                          f"for embeddings, {how}{span}", tuple(t.name for t in coded))
 
 
 def check_patterns(names: list[str], config: EncodeConfig) -> None:
@@ -223,4 +282,4 @@ def guard_notices(tensors: list[TensorPlan]) -> list[Notice]:
 
 
 __all__ = ["EncodePlan", "STORAGE_KINDS", "TensorPlan", "alias_plan", "check_patterns", "find_aliases", "guard_notices",
-           "plan_encode", "plan_tensor", "storage_kind"]
+           "plan_encode", "plan_tensor", "plan_transformer_tensor", "storage_kind", "uses_transformer_policy"]

@@ -24,9 +24,15 @@ class QuantizedTensor:
     scales: np.ndarray  # float32, shape (1,) per tensor or (shape[axis],) per channel
     granularity: str  # "per-tensor" | "per-channel"
     axis: int = 0
+    col_scales: np.ndarray | None = None  # float32, one per matrix column (see weightcodec.colscales)
 
     def dequantize(self) -> np.ndarray:
-        return dequantize(self.values, self.scales, axis=self.axis)
+        out = dequantize(self.values, self.scales, axis=self.axis)
+        if self.col_scales is not None:
+            from .colscales import apply_col_scales
+
+            out = apply_col_scales(out, self.col_scales)
+        return out
 
 
 def _broadcast_shape(ndim: int, axis: int, n: int) -> tuple[int, ...]:

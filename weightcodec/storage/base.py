@@ -46,6 +46,7 @@ class CodedTensor:
     compression: str = "none"  # of ``data``
     scales: bytes | None = None  # float32 little-endian, quantized tensors only
     axis: int = 0
+    col_scales: bytes | None = None  # float32 little-endian, with plan.col_scales only
     hevc: HevcInfo | None = None
     # measured while coding, for the report
     int8_rmse: float | None = None
@@ -82,7 +83,11 @@ def to_float32(array: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def quantize_planned(array: np.ndarray, plan: TensorPlan) -> QuantizedTensor:
-    """The tensor's int8 values and scales at the plan's granularity."""
+    """The tensor's int8 values and scales at the plan's granularity (and column scales)."""
+    if plan.col_scales:
+        from ..colscales import quantize_with_col_scales
+
+        return quantize_with_col_scales(to_float32(array, plan.dtype))
     return quantize(to_float32(array, plan.dtype), plan.granularity, axis=plan.axis if plan.granularity == "per-channel" else 0)
 
 
@@ -90,15 +95,24 @@ def scales_bytes(q: QuantizedTensor) -> bytes:
     return q.scales.astype("<f4").tobytes()
 
 
-def read_scales(entry, ctx: DecodeContext) -> np.ndarray:
+def col_scales_bytes(q: QuantizedTensor) -> bytes | None:
+    return None if q.col_scales is None else q.col_scales.astype("<f4").tobytes()
+
+
+def read_scales(entry, ctx: DecodeContext, *, columns: bool = False) -> np.ndarray | None:
+    """The entry's (row) scales, or with ``columns`` its column scales (None when it has none)."""
     from ..errors import CorruptStreamError
 
     what = f"tensor {entry.name!r}"
-    scales = np.frombuffer(ctx.read(entry.quant.scales, f"{what} scales", None), dtype="<f4")
+    segment = entry.quant.col_scales if columns else entry.quant.scales
+    if segment is None:
+        return None
+    label = "column scales" if columns else "scales"
+    scales = np.frombuffer(ctx.read(segment, f"{what} {label}", None), dtype="<f4")
     if not np.all(np.isfinite(scales) & (scales > 0)):
-        raise CorruptStreamError(f"{what} has quantization scales that are not finite positive numbers")
+        raise CorruptStreamError(f"{what} has quantization {label} that are not finite positive numbers")
     return scales.astype(np.float32)
 
 
-__all__ = ["CodedTensor", "DecodeContext", "EncodeContext", "SegmentReader", "as_numpy", "quantize_planned",
-           "read_scales", "scales_bytes", "to_float32"]
+__all__ = ["CodedTensor", "DecodeContext", "EncodeContext", "SegmentReader", "as_numpy", "col_scales_bytes",
+           "quantize_planned", "read_scales", "scales_bytes", "to_float32"]

@@ -18,7 +18,7 @@ from ..plan import TensorPlan
 from ..quant import QuantizedTensor
 from ..tiling import TileLayout, frames_to_matrix, matrix_to_frames, plan_tiles
 from . import int8
-from .base import CodedTensor, DecodeContext, EncodeContext, quantize_planned, read_scales, scales_bytes
+from .base import CodedTensor, DecodeContext, EncodeContext, col_scales_bytes, quantize_planned, read_scales, scales_bytes
 
 NAME = "hevc"
 
@@ -45,7 +45,8 @@ def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTens
     if ctx.verify:
         error = tensor_error(decode_matrix(ctx.backend, stream, info, plan.name), matrix)
         rmse, max_err = error.rmse, int(error.max_abs)
-    return CodedTensor(plan, stream, scales=scales_bytes(q), axis=q.axis, hevc=info, int8_rmse=rmse,
+    return CodedTensor(plan, stream, scales=scales_bytes(q), axis=q.axis, col_scales=col_scales_bytes(q), hevc=info,
+                       int8_rmse=rmse,
                        int8_max_error=max_err, seconds=time.perf_counter() - started)
 
 
@@ -61,6 +62,7 @@ def decode_matrix(backend: FrameCodec, stream: bytes, info: HevcInfo, name: str)
 
 def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[torch.Tensor, QuantizedTensor]:
     scales = read_scales(entry, ctx)
+    col_scales = read_scales(entry, ctx, columns=True)
     stream = ctx.read(entry.data, f"tensor {entry.name!r}", None)
     values = decode_matrix(ctx.backend, stream, entry.hevc, entry.name).reshape(entry.shape)
-    return int8.restore(entry, values, scales)
+    return int8.restore(entry, values, scales, col_scales)
