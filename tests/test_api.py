@@ -158,7 +158,7 @@ def test_failed_encode_leaves_no_partial_output(small_state_dict, tmp_path, monk
 
 
 def test_interrupted_write_leaves_no_partial_output(tmp_path, monkeypatch):
-    from weightcodec import modelio
+    from weightcodec import atomic
 
     out = tmp_path / "x.wcodec"
 
@@ -167,7 +167,7 @@ def test_interrupted_write_leaves_no_partial_output(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        modelio.atomic_write(out, chunks())
+        atomic.atomic_write(out, chunks())
     assert os.listdir(tmp_path) == []
 
 

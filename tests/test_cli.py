@@ -97,6 +97,12 @@ def test_pickled_module_round_trip_through_the_cli(runner, tmp_path):
         (["info", "{text}"], "not a wcodec file"),
         (["info", "{missing}"], "no such file"),
         (["decode", "{text}", "-o", "{tmp}/o.pt"], "not a wcodec file"),
+        (["info", "{model}"], "looks like a PyTorch file: compress it with `wcodec encode"),
+        (["encode", "{tmp}"], "is a directory: `wcodec encode` takes a model file"),
+        (["encode", "{model}", "--layer-qp", "nomatch*=20"], "matches no tensor of the model"),
+        (["encode", "{model}", "--layer-qp", "0.weigth=20"], "did you mean '0.weight'"),
+        (["encode", "{model}", "--layer-granularity", "[=per-channel"], "matches no tensor"),
+        (["encode", "{model}", "-o", "/dev/null", "-f"], "not a regular file"),
     ],
 )
 def test_user_mistakes_give_one_clear_line_and_nonzero_exit(runner, model_file, tmp_path, args, message):
@@ -107,6 +113,26 @@ def test_user_mistakes_give_one_clear_line_and_nonzero_exit(runner, model_file, 
     assert result.exit_code != 0
     assert message in result.output
     assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_wcodec_given_to_encode_and_decode_limits(runner, model_file, tmp_path):
+    assert runner.invoke(main, ["encode", str(model_file), "-q"]).exit_code == 0
+    packed = model_file.with_suffix(".wcodec")
+    again = runner.invoke(main, ["encode", str(packed), "-q"])
+    assert again.exit_code == 1 and "already a .wcodec file" in again.output and "wcodec decode" in again.output
+    assert "--trust-pickle" not in again.output
+    refused = runner.invoke(main, ["decode", str(packed), "-o", str(tmp_path / "o.pt"), "--max-output-size", "10k"])
+    assert refused.exit_code == 1 and "more than the limit of 10,000 bytes" in refused.output
+    assert not (tmp_path / "o.pt").exists()
+    ok = runner.invoke(main, ["decode", str(packed), "-o", str(tmp_path / "o.pt"), "--max-output-size", "1M"])
+    assert ok.exit_code == 0, ok.output
+
+
+def test_layer_qp_on_uncoded_tensors_warns(runner, model_file):
+    result = runner.invoke(main, ["encode", str(model_file), "-q", "--layer-qp", "*.bias=20", "--json"])
+    assert result.exit_code == 0
+    notices = json.loads(result.stdout)["notices"]
+    assert any("'*.bias'" in n["message"] and n["level"] == "warning" for n in notices)
 
 
 def test_existing_output_needs_force(runner, model_file):

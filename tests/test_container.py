@@ -186,3 +186,88 @@ def test_fuzzed_files_fail_only_with_format_errors(wcodec_bytes, data):
         original = decode(wcodec_bytes)
         for name, tensor in original.state_dict.items():
             assert torch.equal(result.state_dict[name], tensor)
+
+
+def _set(header: dict, name: str, path: tuple, value):
+    node = next(t for t in header["tensors"] if t["name"] == name)
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+
+
+@pytest.mark.parametrize(
+    "path, value, error, message",
+    [
+        (("hevc", "value_offset"), 0, MalformedHeaderError, "value_offset must be 128"),
+        (("hevc", "frames"), 2, MalformedHeaderError, "frames 2 is not grid_rows x grid_cols"),
+        (("hevc", "chroma"), "rgb24", UnknownCodecError, "chroma format 'rgb24'"),
+        (("hevc", "matrix"), [6144], MalformedHeaderError, "matrix must be"),
+        (("hevc", "grid_rows"), 2, MalformedHeaderError, "padding only"),
+        (("hevc", "tile_width"), 4096, MalformedHeaderError, "tile_width 4096 must be"),
+        (("hevc", "tile_height"), 15, MalformedHeaderError, "tile_height 15 must be even"),
+        (("hevc", "qp"), 99, MalformedHeaderError, "qp must be null"),
+        (("shape",), [2**63, 1], MalformedHeaderError, "shape must be"),
+        (("shape",), [2**30, 2**30, 64], MalformedHeaderError, "more than the 2\\*\\*40"),
+    ],
+)
+def test_header_fields_are_validated(wcodec_bytes, path, value, error, message):
+    header, payload = split(wcodec_bytes)
+    _set(header, "fc.weight", path, value)
+    with pytest.raises(error, match=message):
+        read_header(rebuild(header, payload))
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [(b'{"a":' + b"[" * 40 + b"]" * 40 + b"}", "nested deeper than 32"), (b'{"a": ' + b"7" * 5000 + b"}", "digits"),
+     (b'{"a": NaN}', "NaN"), (b'{"tensors": [], "tensors": [], "model": {"kind": "state_dict"}}', "duplicate key")],
+)
+def test_hostile_json_is_a_malformed_header(wcodec_bytes, raw, message):
+    _, payload = split(wcodec_bytes)
+    data = PREFIX.pack(MAGIC, 1, 0, len(raw), zlib.crc32(raw), len(payload)) + raw + payload
+    with pytest.raises(MalformedHeaderError, match=message):
+        read_header(data)
+
+
+def _with_segment(data: bytes, name: str, new_bytes: bytes, **fields) -> bytes:
+    """Replace one tensor's data segment (appended at the end of the payload, CRCs recomputed)."""
+    header, payload = split(data)
+    seg = next(t for t in header["tensors"] if t["name"] == name)["data"]
+    seg.update(offset=len(payload), length=len(new_bytes), crc32=zlib.crc32(new_bytes), **fields)
+    return rebuild(header, payload + new_bytes)
+
+
+def test_payload_values_are_validated(wcodec_bytes):
+    import zstandard
+
+    from weightcodec.errors import CorruptStreamError
+
+    conv_int8 = split(wcodec_bytes)[0]["tensors"][2]
+    n = 8 * 4 * 3 * 3
+    assert conv_int8["storage"] == "int8"
+    with pytest.raises(CorruptStreamError, match="-128"):
+        decode(_with_segment(wcodec_bytes, "conv.weight", b"\x80" * n, compression="none"))
+    # a zstd frame whose declared size is not the tensor's, and one that declares 1 TiB
+    small = zstandard.ZstdCompressor().compress(b"\x01" * (n - 1))
+    with pytest.raises(CorruptStreamError, match="declares"):
+        decode(_with_segment(wcodec_bytes, "conv.weight", small, compression="zstd"))
+    bomb = bytearray(zstandard.ZstdCompressor().compress(bytes(64)))
+    with pytest.raises(CorruptStreamError):
+        decode(_with_segment(wcodec_bytes, "conv.weight", bytes(bomb) + b"\x00" * 64, compression="zstd"))
+    # bool tensors hold 0 or 1 only
+    sd = {"mask": torch.tensor([True, False, True])}
+    data = encode(sd, config=EncodeConfig(compress_raw=False)).data
+    with pytest.raises(CorruptStreamError, match="bool"):
+        decode(_with_segment(data, "mask", b"\x01\x02\x00"))
+    assert decode(_with_segment(data, "mask", b"\x01\x00\x00")).state_dict["mask"].tolist() == [True, False, False]
+
+
+def test_max_output_bytes_refuses_before_decoding(wcodec_bytes):
+    from weightcodec.api import declared_output_bytes
+    from weightcodec.errors import ResourceLimitError
+
+    declared = declared_output_bytes(read_header(wcodec_bytes))
+    assert declared == 4 * (64 * 96 + 64 + 8 * 4 * 3 * 3)
+    with pytest.raises(ResourceLimitError, match="more than the limit"):
+        decode(wcodec_bytes, max_output_bytes=declared - 1)
+    assert len(decode(wcodec_bytes, max_output_bytes=declared).state_dict) == 3

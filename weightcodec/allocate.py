@@ -24,7 +24,8 @@ import torch
 from .api import EncodeResult, decode, encode
 from .config import EncodeConfig, HevcSettings
 from .errors import ConfigError
-from .modelio import LoadedModel, atomic_write, load_source
+from .atomic import atomic_write
+from .modelio import LoadedModel, load_source
 from .plan import storage_kind
 
 #: Candidate QPs of the search (the user's --qp range is not needed: the budget decides).

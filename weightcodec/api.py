@@ -22,9 +22,10 @@ from .backends import get_backend
 from .config import EncodeConfig
 from .container import PayloadBuilder, read_header_bytes, read_segment, serialize
 from .dtypes import DTYPES
-from .errors import WeightcodecError
+from .errors import ResourceLimitError, WeightcodecError
 from .header import Header, ModelInfo, QuantInfo, Segment, TensorInfo
-from .modelio import LoadedModel, atomic_write, load_source, module_skeleton, rebuild_module
+from .atomic import atomic_write
+from .modelio import LoadedModel, load_source, module_skeleton, rebuild_module
 from .plan import EncodePlan, plan_encode
 from .quant import QuantizedTensor
 from .report import EncodeReport, EncodeResult, LayerReport, Notice
@@ -168,12 +169,22 @@ def read_header(source: str | Path | bytes) -> Header:
     return header
 
 
+#: Cap on the decompressed size of a pickled module skeleton (it holds no tensors: kilobytes).
+MAX_SKELETON_BYTES = 64 * 1024 * 1024
+
+
+def declared_output_bytes(header: Header) -> int:
+    """Bytes of the tensors the header promises (what decoding the whole file materialises)."""
+    return sum(t.numel * DTYPES[t.dtype].itemsize for t in header.tensors)
+
+
 def decode(
     source: str | Path | bytes,
     *,
     backend: str = "pyav",
     trust_pickle: bool = False,
     as_state_dict: bool = False,
+    max_output_bytes: int | None = None,
     progress: Progress | None = None,
 ) -> DecodeResult:
     """Decode a ``.wcodec`` file (path or bytes) back to tensors, and to a module if it held one.
@@ -182,14 +193,23 @@ def decode(
     are in ``result.quantized``. A file that holds a pickled module is rebuilt only with
     ``trust_pickle=True``; ``as_state_dict=True`` skips the module and returns the state_dict.
     Decoding is deterministic: the same file always gives bit-identical tensors.
+
+    The file is untrusted: every failure is a :class:`~weightcodec.errors.FormatError` (or, for
+    resources, :class:`~weightcodec.errors.ResourceLimitError`), and no more memory is used than
+    the header declares for its tensors (see docs/SECURITY.md). ``max_output_bytes`` refuses,
+    before decoding anything, a file whose tensors add up to more bytes than that.
     """
     started = time.perf_counter()
     data = _read_bytes(source)
     header, payload_start = read_header_bytes(data)
+    declared = declared_output_bytes(header)
+    if max_output_bytes is not None and declared > max_output_bytes:
+        raise ResourceLimitError(f"the file's tensors need {declared:,} bytes, more than the limit of "
+                                 f"{max_output_bytes:,} bytes")
     payload = memoryview(data)[payload_start:]
 
-    def read(segment: Segment, what: str, expected_size: int | None) -> bytes:
-        return read_segment(payload, segment, what=what, expected_size=expected_size)
+    def read(segment: Segment, what: str, expected_size: int | None, max_size: int | None = None) -> bytes:
+        return read_segment(payload, segment, what=what, expected_size=expected_size, max_size=max_size)
 
     needs_hevc = any(t.storage == "hevc" for t in header.tensors)
     ctx = DecodeContext(read=read, backend=get_backend(backend) if needs_hevc else None)
@@ -200,19 +220,25 @@ def decode(
     for entry in header.tensors:
         if progress:
             progress(entry.name, done, total)
-        tensor, q = CODERS[entry.storage].decode(entry, ctx)
+        try:
+            tensor, q = CODERS[entry.storage].decode(entry, ctx)
+        except (MemoryError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and "allocate" not in str(exc):  # torch's allocator says so
+                raise
+            raise ResourceLimitError(f"not enough memory to decode tensor {entry.name!r} "
+                                     f"({entry.numel * DTYPES[entry.dtype].itemsize:,} bytes)") from None
         state_dict[entry.name] = tensor
         if q is not None:
             quantized[entry.name] = q
         done += entry.numel
     module = None
     if header.model.kind == "module" and not as_state_dict:
-        skeleton = read(header.model.skeleton, "module skeleton", None)
+        skeleton = read(header.model.skeleton, "module skeleton", None, MAX_SKELETON_BYTES)
         module = rebuild_module(skeleton, state_dict, trust_pickle=trust_pickle)
     if progress:
         progress("", total, total)
     return DecodeResult(state_dict, header, module, quantized, time.perf_counter() - started)
 
 
-__all__ = ["DecodeResult", "EncodeReport", "EncodeResult", "LayerReport", "Notice", "decode", "encode",
-           "encode_planned", "read_header"]
+__all__ = ["DecodeResult", "EncodeReport", "EncodeResult", "LayerReport", "Notice", "decode", "declared_output_bytes",
+           "encode", "encode_planned", "read_header"]

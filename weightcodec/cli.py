@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -25,8 +26,9 @@ from .config import (
     EncodeConfig,
     build_encode_config,
 )
-from .errors import WeightcodecError
-from .modelio import save_torch
+from .atomic import resolve_output
+from .errors import NotAWcodecFileError, WeightcodecError
+from .modelio import check_model_path, save_torch
 
 # Wide tables when piped (rich assumes 80 columns without a terminal).
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -43,11 +45,41 @@ class UserError(click.ClickException):
 def _run(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
+    except NotAWcodecFileError as exc:
+        raise UserError(str(exc) + _sniff_hint(args[0] if args else None)) from None
     except WeightcodecError as exc:
         raise UserError(str(exc)) from None
-    except KeyboardInterrupt:
-        console.print("[red]interrupted[/]: nothing was written")
-        sys.exit(130)
+
+
+def _sniff_hint(source: object) -> str:
+    """For a file that is not a .wcodec: say what it looks like and what to run instead."""
+    if not isinstance(source, (str, Path)):
+        return ""
+    try:
+        with open(source, "rb") as handle:
+            start = handle.read(8)
+    except OSError:
+        return ""
+    if start.startswith(b"PK\x03\x04") or start[:1] == b"\x80":
+        return f"; it looks like a PyTorch file: compress it with `wcodec encode {source}`"
+    return ""
+
+
+class _Group(click.Group):
+    """Ctrl-C (and SIGTERM, see :func:`run`) end a command with one line and exit status 130."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            written = ctx.meta.get(WRITTEN)
+            console.print(f"[red]interrupted[/]: {f'{written} was written completely' if written else 'nothing was written'}",
+                          highlight=False)
+            ctx.exit(130)
+
+
+#: ``ctx.meta`` key of the output file once it is complete (so an interrupt can say so).
+WRITTEN = "wcodec.written"
 
 
 def _parse_size(text: str | None) -> int | None:
@@ -74,8 +106,12 @@ def _progress(quiet: bool, description: str):
 
 
 def _check_output(path: Path, force: bool) -> None:
-    if path.exists() and not force:
-        raise UserError(f"{path} exists; pass --force to overwrite it")
+    """Fail before any work when the output cannot be written (exists without --force, not a file...)."""
+    _run(resolve_output, path, overwrite=force)
+
+
+def _mark_written(path: Path) -> None:
+    click.get_current_context().meta[WRITTEN] = path
 
 
 def _human(n: float) -> str:
@@ -90,7 +126,7 @@ def _fmt(value, spec: str = ".1f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="wcodec")
 def main() -> None:
     """Shrink PyTorch models by coding their weight matrices as HEVC video.
@@ -155,6 +191,7 @@ def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_gra
                    max_tile, target_size, code_conv, int8_only, no_zstd, backend, trust_pickle, verify, force, quiet,
                    as_json):
     """Compress MODEL (a torch.save'd state_dict, or a pickled nn.Module with --trust-pickle)."""
+    _run(check_model_path, model)
     output = output or model.with_suffix(".wcodec")
     _check_output(output, force)
     config = _run(build_encode_config, qp=qp, lossless=lossless, layer_qp=layer_qp, granularity=granularity,
@@ -173,6 +210,7 @@ def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_gra
     finally:
         if bar:
             bar.stop()
+    _mark_written(output)
     report = result.report
     if as_json:
         out.print_json(json.dumps(report.to_json(output)))
@@ -217,9 +255,12 @@ def _print_notices(report: EncodeReport) -> None:
 @click.option("--trust-pickle", is_flag=True,
               help="Allow rebuilding a pickled nn.Module stored in the file (unpickling runs code from it).")
 @click.option("--backend", type=click.Choice(available_backends()), default="pyav", show_default=True)
+@click.option("--max-output-size", metavar="SIZE", callback=lambda ctx, param, value: _parse_size(value),
+              help="Refuse files whose tensors add up to more than SIZE (e.g. 500M) before decoding anything. "
+                   "Decoding never uses more memory than the file declares; this caps what it may declare.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output file if it exists.")
 @click.option("-q", "--quiet", is_flag=True)
-def decode_command(file, output, as_state_dict, trust_pickle, backend, force, quiet):
+def decode_command(file, output, as_state_dict, trust_pickle, backend, max_output_size, force, quiet):
     """Restore FILE to a torch.save file: a state_dict, or the nn.Module that was encoded.
 
     Quantized weights come back dequantized (int8 x scale) in their original dtype; loading the
@@ -231,8 +272,9 @@ def decode_command(file, output, as_state_dict, trust_pickle, backend, force, qu
         bar.start()
     try:
         result = _run(decode, file, backend=backend, trust_pickle=trust_pickle, as_state_dict=as_state_dict,
-                      progress=update)
+                      max_output_bytes=max_output_size, progress=update)
         written = _run(save_torch, result.model, output)
+        _mark_written(output)
     finally:
         if bar:
             bar.stop()
@@ -276,5 +318,15 @@ def info_command(file, as_json):
     out.print(table)
 
 
-if __name__ == "__main__":  # pragma: no cover
+def run() -> None:
+    """The ``wcodec`` executable: :func:`main` with SIGTERM handled like Ctrl-C (clean up, exit 130)."""
+
+    def terminate(signum, frame):  # noqa: ARG001 - signal handler signature
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
     main()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

@@ -45,6 +45,10 @@ class DatasetError(EvaluationError, ValueError):
     """An evaluation or calibration data set is malformed or does not fit the model."""
 
 
+class ResourceLimitError(WeightcodecError):
+    """Decoding would exceed a limit: the caller's ``max_output_bytes`` or the memory at hand."""
+
+
 # --- codec backends ---------------------------------------------------------------------------
 class BackendError(WeightcodecError):
     """A frame codec backend is unavailable or failed to encode/decode."""

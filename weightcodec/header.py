@@ -23,8 +23,21 @@ QUANT_SCHEMES = ("symmetric-int8",)
 #: Granularities a file can hold (``auto`` is an encoder setting, resolved before writing).
 STORED_GRANULARITIES = ("per-tensor", "per-channel")
 MODEL_KINDS = ("state_dict", "module")
+CHROMA_FORMATS = ("yuv420p", "gray")
+
+# --- limits a reader enforces (docs/FORMAT.md section 3.3) -----------------------------------------
 MAX_DIMS = 8
-MAX_TILES = 1_000_000
+#: Largest element count of one tensor (and so of any one dimension): 2**40, ~1.1e12.
+MAX_ELEMENTS = 2**40
+#: Largest offset or length of a segment.
+MAX_SEGMENT_BYTES = 2**62
+#: Most bytes one byte of a zstd frame can expand to: an RLE block (3-byte block header + 1 byte)
+#: holds at most 128 KiB, so no zstd frame exceeds this ratio.
+MAX_ZSTD_RATIO = 32768
+#: Most luma samples per byte of an HEVC stream. libx265 needs about one byte per 64x64 CTU of
+#: a flat picture at QP 51 (4094 samples per byte, measured on 4096x2160); 16x that is allowed.
+MAX_HEVC_SAMPLES_PER_BYTE = 65536
+TILE_SIDE_RANGE = (16, 16384)
 
 
 def fail(message: str):
@@ -71,8 +84,8 @@ class Segment:
         if not isinstance(obj, dict):
             fail(f"{where} is not an object")
         offset, length, crc = (get(obj, k, int, where) for k in ("offset", "length", "crc32"))
-        if offset < 0 or length < 0 or not 0 <= crc < 2**32:
-            fail(f"{where} has a negative offset/length or an invalid crc32")
+        if not (0 <= offset <= MAX_SEGMENT_BYTES and 0 <= length <= MAX_SEGMENT_BYTES and 0 <= crc < 2**32):
+            fail(f"{where} has an offset/length outside 0..2**62 or an invalid crc32")
         compression = obj.get("compression", "none")
         if compression not in COMPRESSIONS:
             raise UnknownCodecError(f"unknown compression {compression!r} in {where}")
@@ -146,30 +159,58 @@ class HevcInfo:
         }
 
     @classmethod
-    def from_json(cls, obj: Any, where: str, numel: int, shape: tuple[int, ...]) -> "HevcInfo":
+    def from_json(cls, obj: Any, where: str, numel: int, shape: tuple[int, ...], stream_bytes: int) -> "HevcInfo":
         codec = obj.get("codec") if isinstance(obj, dict) else None
         if codec != "hevc":
             raise UnknownCodecError(f"{where} uses unknown codec {codec!r}")
         matrix = get(obj, "matrix", list, where)
-        if len(matrix) != 2 or not all(_is_int(v) and v > 0 for v in matrix):
+        if len(matrix) != 2 or not all(_is_int(v) and 0 < v <= MAX_ELEMENTS for v in matrix):
             fail(f"{where}.matrix must be [rows, cols] of positive integers")
         rows, cols = matrix
-        values = {}
-        for key in ("tile_height", "tile_width", "grid_rows", "grid_cols", "value_offset"):
-            values[key] = get(obj, key, int, where)
-            if values[key] < 0 or (key != "value_offset" and values[key] == 0):
-                fail(f"{where}.{key} must be positive")
-        if rows * cols != numel:
-            fail(f"{where}.matrix {rows}x{cols} does not hold the {numel} elements of shape {list(shape)}")
+        if rows * cols != numel or (shape and rows != shape[0]):
+            fail(f"{where}.matrix {rows}x{cols} is not the {list(shape)} tensor viewed as [shape[0], rest]")
+        values = {key: get(obj, key, int, where) for key in ("tile_height", "tile_width", "grid_rows", "grid_cols")}
+        low, high = TILE_SIDE_RANGE
+        for key, length in (("tile_height", rows), ("tile_width", cols)):
+            side = values[key]
+            # a tile is never larger than the (even-rounded) matrix side, or than 16 for small ones
+            if not (low <= side <= high and side % 2 == 0 and side <= max(low, length + length % 2)):
+                fail(f"{where}.{key} {side} must be even, {low}..{high}, and at most max({low}, {key[5:]} of the "
+                     f"matrix rounded up to even)")
+        for key, side_key, length in (("grid_rows", "tile_height", rows), ("grid_cols", "tile_width", cols)):
+            grid, side = values[key], values[side_key]
+            # the tiles cover the matrix and none is only padding
+            if not (_is_int(grid) and grid >= 1 and (grid - 1) * side < length <= grid * side):
+                fail(f"{where}.{key} {grid} tiles of {side} do not cover {length} exactly "
+                     "(too few, or a tile of padding only)")
         layout = TileLayout.from_json(rows, cols, values)
-        if layout.grid_rows * layout.tile_height < rows or layout.grid_cols * layout.tile_width < cols:
-            fail(f"{where} tiles do not cover the {rows}x{cols} matrix")
-        if layout.frames > MAX_TILES:
-            fail(f"{where} has an unreasonable number of tiles")
-        return cls(layout=layout, chroma=obj.get("chroma", "yuv420p"), value_offset=values["value_offset"],
-                   qp=obj.get("qp"), lossless=bool(obj.get("lossless", False)), preset=obj.get("preset"),
-                   x265_params=obj.get("x265_params"), encoder=obj.get("encoder"),
-                   stream=obj.get("stream") if isinstance(obj.get("stream"), dict) else {})
+        frames = get(obj, "frames", int, where)
+        if frames != layout.frames:
+            fail(f"{where}.frames {frames} is not grid_rows x grid_cols = {layout.frames}")
+        if layout.frames * layout.tile_height * layout.tile_width > MAX_HEVC_SAMPLES_PER_BYTE * stream_bytes:
+            fail(f"{where} promises {layout.frames} pictures of {layout.tile_width}x{layout.tile_height} from a "
+                 f"{stream_bytes}-byte stream, more than an HEVC stream can hold")
+        if get(obj, "value_offset", int, where) != VALUE_OFFSET:
+            fail(f"{where}.value_offset must be {VALUE_OFFSET}")
+        chroma = get(obj, "chroma", str, where)
+        if chroma not in CHROMA_FORMATS:
+            raise UnknownCodecError(f"{where} uses unknown chroma format {chroma!r}")
+        qp = obj.get("qp")
+        if qp is not None and not (_is_int(qp) and 0 <= qp <= 51):
+            fail(f"{where}.qp must be null or an integer from 0 to 51")
+        lossless = obj.get("lossless", False)
+        if not isinstance(lossless, bool):
+            fail(f"{where}.lossless must be true or false")
+        text = {}
+        for key in ("preset", "x265_params", "encoder"):
+            text[key] = obj.get(key)
+            if text[key] is not None and not isinstance(text[key], str):
+                fail(f"{where}.{key} must be a string or null")
+        stream = obj.get("stream", {})
+        if not isinstance(stream, dict):
+            fail(f"{where}.stream must be an object")
+        return cls(layout=layout, chroma=chroma, value_offset=VALUE_OFFSET, qp=qp, lossless=lossless,
+                   stream=stream, **text)
 
 
 @dataclass(frozen=True)
@@ -218,10 +259,12 @@ class TensorInfo:
         if dtype not in DTYPES:
             raise UnknownCodecError(f"{where} has unsupported dtype {dtype!r}")
         shape = get(item, "shape", list, where)
-        if not all(_is_int(d) and d >= 0 for d in shape) or len(shape) > MAX_DIMS:
-            fail(f"{where}.shape must be a list of at most {MAX_DIMS} non-negative integers")
+        if len(shape) > MAX_DIMS or not all(_is_int(d) and 0 <= d <= MAX_ELEMENTS for d in shape):
+            fail(f"{where}.shape must be a list of at most {MAX_DIMS} integers from 0 to 2**40")
         shape = tuple(shape)
         numel = math.prod(shape)
+        if numel > MAX_ELEMENTS:
+            fail(f"{where} has {numel} elements, more than the 2**40 a tensor may have")
         storage = get(item, "storage", str, where)
         if storage not in STORAGE_KINDS:
             raise UnknownCodecError(f"{where} uses unknown storage kind {storage!r}")
@@ -229,13 +272,19 @@ class TensorInfo:
         quant = None
         if storage in ("int8", "hevc"):
             quant = QuantInfo.from_json(get(item, "quant", dict, where), f"{where}.quant", shape)
-        if storage in ("raw", "int8") and data.compression == "none":
+        if storage in ("raw", "int8"):
             size = numel * (1 if storage == "int8" else DTYPES[dtype].itemsize)
-            if data.length != size:
+            if data.compression == "none" and data.length != size:
                 fail(f"{where}.data holds {data.length} bytes, its shape and dtype need {size}")
+            if data.compression == "zstd" and size > MAX_ZSTD_RATIO * data.length:
+                fail(f"{where}.data: {data.length} zstd bytes cannot hold the {size} bytes its shape and dtype need")
         hevc = None
         if storage == "hevc":
-            hevc = HevcInfo.from_json(get(item, "hevc", dict, where), f"{where}.hevc", numel, shape)
+            if data.compression != "none":
+                fail(f"{where}.data: an HEVC stream is never compressed")
+            if not shape:
+                fail(f"{where}: a scalar cannot be HEVC-coded")
+            hevc = HevcInfo.from_json(get(item, "hevc", dict, where), f"{where}.hevc", numel, shape, data.length)
         return cls(name, dtype, shape, storage, data, quant, hevc)
 
 
@@ -263,8 +312,9 @@ class ModelInfo:
         if kind != "module":
             return cls(kind)
         class_name = obj.get("class")
-        return cls(kind, class_name if isinstance(class_name, str) else None,
-                   Segment.from_json(obj.get("skeleton"), "model.skeleton"))
+        if class_name is not None and not isinstance(class_name, str):
+            fail("model.class must be a string")
+        return cls(kind, class_name, Segment.from_json(obj.get("skeleton"), "model.skeleton"))
 
 
 @dataclass
@@ -298,9 +348,12 @@ class Header:
             names.add(entry.name)
             tensors.append(entry)
         metadata = doc.get("metadata", {})
-        if not isinstance(metadata, dict):
-            fail("metadata is not an object")
-        return cls(tensors=tensors, model=model, producer=str(doc.get("producer", "")), metadata=metadata)
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            fail("metadata must be an object of strings")
+        producer = doc.get("producer", "")
+        if not isinstance(producer, str):
+            fail("producer must be a string")
+        return cls(tensors=tensors, model=model, producer=producer, metadata=metadata)
 
     def segments(self) -> list[tuple[str, Segment]]:
         found = [("module skeleton", self.model.skeleton)] if self.model.skeleton is not None else []

@@ -1,4 +1,4 @@
-"""Loading ``model.pt`` safely, rebuilding a runnable model, writing outputs atomically.
+"""Loading ``model.pt`` safely, rebuilding a runnable model, saving one.
 
 ``torch.load`` of an untrusted pickle can run arbitrary code, so models are loaded with
 ``weights_only=True``. A pickled ``nn.Module`` needs full unpickling: that happens only when the
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import copy
 import io
-import os
 import pickle
-import tempfile
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -19,7 +17,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import ModelLoadError, OutputError, UntrustedPickleError
+from .atomic import atomic_write
+from .container import MAGIC as WCODEC_MAGIC
+from .errors import ModelLoadError, UntrustedPickleError
 
 TRUST_HINT = (
     "loading it runs code stored in the file; if you trust its source, pass --trust-pickle "
@@ -55,11 +55,23 @@ def from_object(obj: object, *, source: str = "the input") -> LoadedModel:
     )
 
 
-def load_model(path: str | Path, *, trust_pickle: bool = False) -> LoadedModel:
-    """Read a ``torch.save`` file holding a state_dict or a pickled ``nn.Module``."""
+def check_model_path(path: str | Path) -> Path:
+    """``path`` as a Path if it can be a model file; a clear error if it is a folder, missing or a .wcodec."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a directory: `wcodec encode` takes a model file (a torch.save'd "
+                             "state_dict, or a pickled nn.Module with --trust-pickle)")
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such file")
+    if _starts_with(path, WCODEC_MAGIC):
+        raise ModelLoadError(f"{path} is already a .wcodec file: `wcodec info {path}` shows what it holds, "
+                             f"`wcodec decode {path} -o out.pt` restores the model")
+    return path
+
+
+def load_model(path: str | Path, *, trust_pickle: bool = False) -> LoadedModel:
+    """Read a ``torch.save`` file holding a state_dict or a pickled ``nn.Module``."""
+    path = check_model_path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -71,6 +83,14 @@ def load_model(path: str | Path, *, trust_pickle: bool = False) -> LoadedModel:
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
         raise ModelLoadError(f"{path} is not a PyTorch model file ({_first_line(exc)})") from exc
     return from_object(obj, source=str(path))
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(magic)) == magic
+    except OSError:
+        return False
 
 
 def load_source(source: object, *, trust_pickle: bool = False) -> LoadedModel:
@@ -130,44 +150,8 @@ def rebuild_module(skeleton: bytes, state_dict: Mapping[str, torch.Tensor], *, t
     return module
 
 
-# --- atomic output ----------------------------------------------------------------------------
-def atomic_write(path: str | Path, chunks: Iterable[bytes]) -> int:
-    """Write ``chunks`` to ``path`` all or nothing: a temporary file renamed into place.
-
-    On any failure (including KeyboardInterrupt) the temporary file is removed and ``path`` is
-    left as it was. Returns the number of bytes written.
-    """
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise OutputError(f"{path} is a directory")
-    if not parent.is_dir():
-        raise OutputError(f"cannot write {path}: directory {parent} does not exist")
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".part")
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    written = 0
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-                written += len(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        raise
-    return written
-
-
-def save_torch(obj: object, path: str | Path) -> int:
+def save_torch(obj: object, path: str | Path, *, overwrite: bool = True) -> int:
+    """``torch.save`` of ``obj`` to ``path``, all or nothing (:func:`weightcodec.atomic.atomic_write`)."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    return atomic_write(path, [buffer.getvalue()])
+    return atomic_write(path, [buffer.getbuffer()], overwrite=overwrite)

@@ -10,6 +10,8 @@ is known before the first frame is coded.
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ import torch
 
 from .config import EncodeConfig, HevcSettings
 from .dtypes import from_torch
-from .errors import ModelLoadError
+from .errors import ConfigError, ModelLoadError
 from .quant import choose_granularity
 from .report import Notice
 
@@ -94,9 +96,36 @@ def plan_tensor(name: str, tensor: torch.Tensor, config: EncodeConfig) -> Tensor
 
 
 def plan_encode(state_dict: Mapping[str, torch.Tensor], config: EncodeConfig) -> EncodePlan:
-    """Plan every tensor of ``state_dict`` and collect what the user should be told about the plan."""
+    """Plan every tensor of ``state_dict`` and collect what the user should be told about the plan.
+
+    Raises:
+        ConfigError: a per-layer pattern (``layer_qp``, ``layer_granularity``) matches no tensor.
+    """
+    check_patterns(list(state_dict), config)
     tensors = [plan_tensor(name, tensor, config) for name, tensor in state_dict.items()]
-    return EncodePlan(tensors, guard_notices(tensors))
+    notices = guard_notices(tensors)
+    coded = {t.name for t in tensors if t.storage == "hevc"}
+    idle = [pattern for pattern, _ in config.layer_qp if not any(fnmatch.fnmatchcase(n, pattern) for n in coded)]
+    if idle:
+        notices.append(Notice("warning", f"--layer-qp pattern(s) {', '.join(map(repr, idle))} match no HEVC-coded "
+                                         "tensor: a QP only applies to coded tensors (see `wcodec info` after encoding)"))
+    quantized = {t.name for t in tensors if t.storage != "raw"}
+    idle = [p for p, _ in config.layer_granularity if not any(fnmatch.fnmatchcase(n, p) for n in quantized)]
+    if idle:
+        notices.append(Notice("warning", f"--layer-granularity pattern(s) {', '.join(map(repr, idle))} match no "
+                                         "quantized tensor: biases, norms and small tensors are stored exactly"))
+    return EncodePlan(tensors, notices)
+
+
+def check_patterns(names: list[str], config: EncodeConfig) -> None:
+    """Every per-layer pattern must match at least one tensor name (a typo should not pass silently)."""
+    for option, pairs in (("--layer-qp", config.layer_qp), ("--layer-granularity", config.layer_granularity)):
+        for pattern, _ in pairs:
+            if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+                close = difflib.get_close_matches(pattern, names, n=3, cutoff=0.5)
+                hint = f"; did you mean {', '.join(map(repr, close))}?" if close else \
+                    f"; tensor names look like {', '.join(map(repr, names[:3]))} (`wcodec info` lists them after an encode)"
+                raise ConfigError(f"{option} pattern {pattern!r} matches no tensor of the model{hint}")
 
 
 def guard_notices(tensors: list[TensorPlan]) -> list[Notice]:
@@ -126,4 +155,5 @@ def guard_notices(tensors: list[TensorPlan]) -> list[Notice]:
     return notices
 
 
-__all__ = ["EncodePlan", "STORAGE_KINDS", "TensorPlan", "guard_notices", "plan_encode", "plan_tensor", "storage_kind"]
+__all__ = ["EncodePlan", "STORAGE_KINDS", "TensorPlan", "check_patterns", "guard_notices", "plan_encode", "plan_tensor",
+           "storage_kind"]

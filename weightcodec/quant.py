@@ -66,9 +66,8 @@ def dequantize(values: np.ndarray, scales: np.ndarray, *, axis: int = 0) -> np.n
     """float32 reconstruction ``values * scale``."""
     v = np.asarray(values).astype(np.float32)
     s = np.asarray(scales, dtype=np.float32)
-    if s.size == 1:
-        return v * s.reshape(())
-    return v * s.reshape(_broadcast_shape(v.ndim, axis, s.size))
+    v *= s.reshape(()) if s.size == 1 else s.reshape(_broadcast_shape(v.ndim, axis, s.size))
+    return v
 
 
 def sqnr_db(reference: np.ndarray, approximation: np.ndarray) -> float:

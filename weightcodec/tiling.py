@@ -79,4 +79,5 @@ def frames_to_matrix(frames: np.ndarray, layout: TileLayout) -> np.ndarray:
         raise ValueError(f"expected frames of shape {expected}, got {frames.shape}")
     grid = frames.reshape(layout.grid_rows, layout.grid_cols, layout.tile_height, layout.tile_width)
     full = grid.transpose(0, 2, 1, 3).reshape(layout.grid_rows * layout.tile_height, -1)
-    return (full[: layout.rows, : layout.cols].astype(np.int16) - VALUE_OFFSET).astype(np.int8)
+    # sample - 128 in uint8 arithmetic wraps to the int8 bit pattern (0 -> -128, 255 -> 127)
+    return np.subtract(full[: layout.rows, : layout.cols], VALUE_OFFSET, dtype=np.uint8).view(np.int8)

@@ -20,8 +20,8 @@ from ..header import HevcInfo, Segment
 from ..plan import TensorPlan
 from ..quant import QuantizedTensor, quantize
 
-#: ``read(segment, what, expected_size)``: the segment's verified (and decompressed) bytes.
-SegmentReader = Callable[[Segment, str, "int | None"], bytes]
+#: ``read(segment, what, expected_size, max_size=None)``: the segment's verified, decompressed bytes.
+SegmentReader = Callable[..., bytes]
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,8 @@ def read_scales(entry, ctx: DecodeContext) -> np.ndarray:
 
     what = f"tensor {entry.name!r}"
     scales = np.frombuffer(ctx.read(entry.quant.scales, f"{what} scales", None), dtype="<f4")
-    if not np.all(np.isfinite(scales)):
-        raise CorruptStreamError(f"{what} has non-finite quantization scales")
+    if not np.all(np.isfinite(scales) & (scales > 0)):
+        raise CorruptStreamError(f"{what} has quantization scales that are not finite positive numbers")
     return scales.astype(np.float32)
 
 

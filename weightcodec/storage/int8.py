@@ -11,7 +11,8 @@ from ..container import maybe_compress
 from ..dtypes import DTYPES
 from ..header import TensorInfo
 from ..plan import TensorPlan
-from ..quant import QuantizedTensor, dequantize
+from ..errors import CorruptStreamError
+from ..quant import QMAX, QuantizedTensor, dequantize
 from .base import CodedTensor, DecodeContext, EncodeContext, quantize_planned, read_scales, scales_bytes
 
 NAME = "int8"
@@ -35,4 +36,7 @@ def restore(entry: TensorInfo, values: np.ndarray, scales: np.ndarray) -> tuple[
 def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[torch.Tensor, QuantizedTensor]:
     scales = read_scales(entry, ctx)
     raw = ctx.read(entry.data, f"tensor {entry.name!r}", entry.numel)
-    return restore(entry, np.frombuffer(raw, dtype=np.int8).reshape(entry.shape), scales)
+    values = np.frombuffer(raw, dtype=np.int8).reshape(entry.shape)
+    if values.size and values.min() < -QMAX:
+        raise CorruptStreamError(f"tensor {entry.name!r} holds int8 value -128, outside the symmetric range [-127, 127]")
+    return restore(entry, values, scales)

@@ -8,6 +8,7 @@ import torch
 
 from ..container import maybe_compress
 from ..dtypes import DTYPES
+from ..errors import CorruptStreamError
 from ..header import TensorInfo
 from ..plan import TensorPlan
 from .base import CodedTensor, DecodeContext, EncodeContext
@@ -31,4 +32,6 @@ def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[torch.Tensor, None]:
     raw = ctx.read(entry.data, f"tensor {entry.name!r}", entry.numel * dtype.itemsize)
     if not raw:
         return torch.empty(entry.shape, dtype=dtype.torch), None
+    if dtype.name == "bool" and raw.translate(None, b"\x00\x01"):
+        raise CorruptStreamError(f"tensor {entry.name!r} is bool but holds bytes other than 0 and 1")
     return torch.frombuffer(bytearray(raw), dtype=dtype.torch).reshape(entry.shape), None
