@@ -120,6 +120,8 @@ class QuantInfo:
         axis = get(obj, "axis", int, where)
         if not 0 <= axis < max(len(shape), 1):
             fail(f"{where}.axis {axis} is out of range for shape {list(shape)}")
+        if granularity == "per-channel" and not shape:
+            fail(f"{where}: a scalar has no channel axis, per-channel quantization is impossible")
         guard = obj.get("guard_db")
         if guard is not None and not isinstance(guard, (int, float)):
             fail(f"{where}.guard_db must be a number or null")
