@@ -1300,6 +1300,7 @@ class Worker:
         self.backend, self.as_cap_mb, self.log = backend, as_cap_mb, log
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
+        self.child_baseline = 0  # largest ffmpeg child RSS on the valid corpus (set by warm_up)
         self._buffer = b""
 
     def start(self) -> None:
@@ -1525,7 +1526,8 @@ def run_decode(corpus: Corpus, seed: int, count: int, start: int, backends: list
             mutant = make_mutant(corpus, seed, index, "decode")
             answers = {}
             for backend, worker in workers.items():
-                answer = judge(worker.run(mutant.data, caps.timeout), len(mutant.data), caps, tally)
+                answer = judge(worker.run(mutant.data, caps.timeout), len(mutant.data), caps, tally,
+                               worker.child_baseline)
                 answers[backend] = answer
                 target = f"decode:{backend}"
                 tally.inputs += 1 if backend == backends[0] else 0
@@ -1559,23 +1561,25 @@ def _decode_signature(answer: dict) -> str:
     return answer["outcome"]
 
 
-def judge(answer: dict, input_bytes: int, caps: Caps, tally: Tally) -> dict:
-    """Add the RSS verdict to a worker's answer."""
+def judge(answer: dict, input_bytes: int, caps: Caps, tally: Tally, child_baseline: int = 0) -> dict:
+    """Add the RSS verdict to a worker's answer.
+
+    ``peak_delta``: the worker's own peak above its RSS before the call. ``child_peak``: the
+    largest RSS any ffmpeg child reached, known only when this input raised it; judged above
+    ``child_baseline`` (the largest an ffmpeg child reached on the valid corpus).
+    """
     declared = answer.get("declared", 0) or 0
     limit = caps.rss_limit(declared, input_bytes)
-    for key in ("peak_delta", "child_peak"):
-        value = answer.get(key)
-        if value:
-            if key == "peak_delta":
-                tally.max_peak_delta = max(tally.max_peak_delta, value)
-            else:
-                tally.max_child_peak = max(tally.max_child_peak, value)
-            tally.max_rss_ratio = max(tally.max_rss_ratio, value / limit)
     peak = answer.get("peak_delta") or 0
-    if peak > limit and not answer.get("escaped"):
-        answer.update(outcome="rss", escaped=True,
-                      message=f"peak RSS grew {peak / MIB:.1f} MiB above the baseline, cap {limit / MIB:.1f} MiB "
-                              f"(declared output {declared} bytes) after {answer['outcome']}")
+    child = max((answer.get("child_peak") or 0) - child_baseline, 0)
+    tally.max_peak_delta = max(tally.max_peak_delta, peak)
+    tally.max_child_peak = max(tally.max_child_peak, answer.get("child_peak") or 0)
+    tally.max_rss_ratio = max(tally.max_rss_ratio, peak / limit, child / limit)
+    for value, who in ((peak, "the decoding process"), (child, "the ffmpeg child")):
+        if value > limit and not answer.get("escaped"):
+            answer.update(outcome="rss", escaped=True,
+                          message=f"peak RSS of {who} grew {value / MIB:.1f} MiB above its baseline, cap "
+                                  f"{limit / MIB:.1f} MiB (declared output {declared} bytes) after {answer['outcome']}")
     tally.slowest = max(tally.slowest, answer.get("seconds", 0) or 0)
     return answer
 
@@ -1587,6 +1591,7 @@ def warm_up(worker: Worker, corpus: Corpus, caps: Caps) -> None:
             answer = worker.run(data, caps.timeout * 4)
             if answer.get("outcome") != "ok":
                 raise click.ClickException(f"corpus file {name} does not decode with {worker.backend}: {answer}")
+            worker.child_baseline = max(worker.child_baseline, answer.get("child_peak") or 0)
 
 
 def _record_decode_escape(target, mutant, answer, seed, index, worker, caps, saver, tally) -> None:
@@ -1597,7 +1602,7 @@ def _record_decode_escape(target, mutant, answer, seed, index, worker, caps, sav
     if saver.seen[(target, signature)] < saver.per_signature and answer["outcome"] not in ("timeout",) \
             and not answer["outcome"].startswith("crash"):
         def still(candidate: bytes) -> bool:
-            again = judge(worker.run(candidate, caps.timeout), len(candidate), caps, Tally())
+            again = judge(worker.run(candidate, caps.timeout), len(candidate), caps, Tally(), worker.child_baseline)
             return f"{again['outcome']}@{again.get('site', '-')}" == signature
 
         data = minimise(mutant, still, budget=40)
