@@ -88,19 +88,35 @@ def read_segment(payload: memoryview, seg: dict, expected: int | None) -> bytes:
         raise SpecError("checksum mismatch", str(seg))
     compression = seg.get("compression", "none")
     if compression == "zstd":
-        import zstandard
-
-        # GUESS: the spec says the decompressed size "is known from the tensor"; we decompress with
-        # that size as the output limit (a frame without a content size is still accepted).
-        try:
-            raw = zstandard.ZstdDecompressor().decompress(raw, max_output_size=expected or 0)
-        except zstandard.ZstdError as exc:
-            raise SpecError("corrupt stream", str(exc)) from exc
+        raw = zstd_frame(raw, expected)
     elif compression != "none":
         raise SpecError("unknown codec", compression)
     if expected is not None and len(raw) != expected:
         raise SpecError("corrupt stream", f"{len(raw)} bytes, expected {expected}")
     return raw
+
+
+def zstd_frame(raw: bytes, expected: int | None) -> bytes:
+    """Section 4: exactly one frame, nothing after it, declaring its content size (= ``expected``
+    for a tensor, at most 64 MiB for a skeleton), decompressed into a buffer of that size."""
+    import zstandard
+
+    try:
+        params = zstandard.get_frame_parameters(raw)
+    except zstandard.ZstdError as exc:
+        raise SpecError("corrupt stream", f"not a zstd frame: {exc}") from exc
+    size = params.content_size
+    if size == zstandard.CONTENTSIZE_UNKNOWN or (expected is not None and size != expected) \
+            or (expected is None and size > 64 * 1024 * 1024):
+        raise SpecError("corrupt stream", f"zstd frame declares {size} bytes, expected {expected}")
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        out = decompressor.decompress(raw)
+    except zstandard.ZstdError as exc:
+        raise SpecError("corrupt stream", str(exc)) from exc
+    if not decompressor.eof or decompressor.unused_data or len(out) != size:
+        raise SpecError("corrupt stream", "not exactly one complete zstd frame of the declared size")
+    return out
 
 
 # --- sections 3 to 5 --------------------------------------------------------------------------
@@ -138,8 +154,12 @@ def restore(entry: dict, payload: memoryview, decoder: "HevcDecoder | None") -> 
         raise SpecError("unknown codec", quant["scheme"])
     n_scales = 1 if quant["granularity"] == "per-tensor" else shape[quant["axis"]]
     scales = np.frombuffer(read_segment(payload, quant["scales"], 4 * n_scales), "<f4")
+    if not np.all(np.isfinite(scales) & (scales > 0)):
+        raise SpecError("corrupt stream", "scales must be finite and > 0")  # section 3.2
     if storage == "int8":
         values = np.frombuffer(read_segment(payload, entry["data"], numel), np.int8).reshape(shape)
+        if values.size and values.min() == -128:
+            raise SpecError("corrupt stream", "int8 value -128")  # section 5.2
     elif storage == "hevc":
         values = hevc_values(entry, payload, shape, decoder)
     else:
@@ -160,11 +180,11 @@ def dequantize(values: np.ndarray, scales: np.ndarray, quant: dict, dtype: str) 
 
 
 def cast_float32(w: np.ndarray, dtype: str) -> np.ndarray:
-    """float32 -> the tensor's dtype.
+    """float32 -> the tensor's dtype (section 5.2: round to nearest, ties to even; float64 exact).
 
-    GUESS: the spec says "cast to dtype" without a rounding rule. We round to nearest, ties to
-    even, for float16 (numpy's cast) and for bfloat16 (computed on the bit patterns; NaN kept NaN),
-    and truncate toward zero for integer dtypes (C casts).
+    bfloat16 is rounded on the bit patterns (NaN cannot occur: scales are finite).
+    GUESS: the spec names no conversion to integer or bool dtypes (the writer quantizes only
+    floating-point tensors); we truncate toward zero (C casts) and map nonzero to True.
     """
     if dtype == "bfloat16":
         bits = w.astype("<f4").view("<u4").astype(np.uint64)
@@ -187,8 +207,9 @@ def hevc_values(entry: dict, payload: memoryview, shape: list[int], decoder: "He
         raise SpecError("unavailable", "no second HEVC decoder")
     rows, cols = h["matrix"]
     th, tw, gr, gc = h["tile_height"], h["tile_width"], h["grid_rows"], h["grid_cols"]
-    # GUESS: HEVC streams are "never compressed" (section 4), so we read them as stored; a
-    # ``compression`` member on an hevc data segment is not expected.
+    # section 4: HEVC streams are never compressed
+    if entry["data"].get("compression", "none") != "none":
+        raise SpecError("malformed header", "a compressed HEVC stream")
     stream = read_segment(payload, entry["data"], None)
     pictures = decoder.luma_planes(stream, width=tw, height=th, chroma=h.get("chroma", "yuv420p"))
     if pictures.shape != (gr * gc, th, tw):
@@ -197,10 +218,10 @@ def hevc_values(entry: dict, payload: memoryview, shape: list[int], decoder: "He
     for k in range(gr * gc):
         r, c = divmod(k, gc)
         canvas[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = pictures[k]
-    # GUESS: ``value_offset`` is documented as 128; we subtract the member's value (equal to 128
-    # in every file the spec allows).
-    offset = h.get("value_offset", 128)
-    values = (canvas[:rows, :cols].astype(np.int16) - offset).astype(np.int8)
+    if h["value_offset"] != 128:
+        raise SpecError("malformed header", "value_offset must be 128")  # section 5.3
+    # section 5.3: sample 0 gives int8 -128, used as it is
+    values = (canvas[:rows, :cols].astype(np.int16) - 128).astype(np.int8)
     return values.reshape(shape)
 
 
