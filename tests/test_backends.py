@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from conftest import require_asset, smooth_matrix
-from weightcodec.backends import get_backend
+from weightcodec.backends import PictureSpec, check_stream, get_backend
 from weightcodec.config import HevcSettings
-from weightcodec.errors import BackendError, CorruptStreamError
+from weightcodec.errors import CorruptStreamError
 from weightcodec.hevc import parse_stream_info
 from weightcodec.quant import quantize
 from weightcodec.tiling import frames_to_matrix, matrix_to_frames, plan_tiles
@@ -23,13 +23,17 @@ def frames_of(matrix, max_side=4096):
     return layout, matrix_to_frames(matrix, layout)
 
 
+def spec(frames: np.ndarray, chroma: str = "yuv420p") -> PictureSpec:
+    return PictureSpec(*frames.shape, chroma=chroma)
+
+
 @pytest.mark.parametrize("backend", ["pyav", "ffmpeg"])
 @pytest.mark.parametrize("chroma", ["yuv420p", "gray"])
 def test_lossless_round_trip_is_exact(int8_matrix, backend, chroma):
     codec = get_backend(backend)
     layout, frames = frames_of(int8_matrix, max_side=64)  # several tiles
     stream = codec.encode(frames, HevcSettings(lossless=True, chroma=chroma))
-    assert np.array_equal(frames_to_matrix(codec.decode(stream), layout), int8_matrix)
+    assert np.array_equal(frames_to_matrix(codec.decode(stream, spec(frames, chroma)), layout), int8_matrix)
 
 
 def test_error_grows_and_size_falls_as_qp_rises(int8_matrix):
@@ -38,7 +42,7 @@ def test_error_grows_and_size_falls_as_qp_rises(int8_matrix):
     sizes, errors = [], []
     for qp in (10, 22, 28, 34, 40, 46):
         stream = codec.encode(frames, HevcSettings(qp=qp))
-        decoded = frames_to_matrix(codec.decode(stream), layout)
+        decoded = frames_to_matrix(codec.decode(stream, spec(frames)), layout)
         sizes.append(len(stream))
         errors.append(np.sqrt(np.mean((decoded.astype(float) - int8_matrix) ** 2)))
     assert all(a > b for a, b in zip(sizes, sizes[1:])), sizes
@@ -51,8 +55,8 @@ def test_both_decoders_give_identical_int8_for_the_same_stream(int8_matrix):
     layout, frames = frames_of(int8_matrix, max_side=128)
     for encoder in (pyav, ffmpeg):
         stream = encoder.encode(frames, HevcSettings(qp=30))
-        a = frames_to_matrix(pyav.decode(stream), layout)
-        b = frames_to_matrix(ffmpeg.decode(stream), layout)
+        a = frames_to_matrix(pyav.decode(stream, spec(frames)), layout)
+        b = frames_to_matrix(ffmpeg.decode(stream, spec(frames)), layout)
         assert np.array_equal(a, b)
         assert not np.array_equal(a, int8_matrix)  # lossy, so the agreement is not trivial
 
@@ -61,7 +65,7 @@ def test_decoding_is_deterministic(int8_matrix):
     codec = get_backend("pyav")
     _, frames = frames_of(int8_matrix)
     stream = codec.encode(frames, HevcSettings(qp=32))
-    assert all(np.array_equal(codec.decode(stream), codec.decode(stream)) for _ in range(3))
+    assert all(np.array_equal(codec.decode(stream, spec(frames)), codec.decode(stream, spec(frames))) for _ in range(3))
 
 
 def test_default_stream_is_main_profile_420_and_gray_is_rext_monochrome(int8_matrix):
@@ -84,11 +88,23 @@ def test_qp_number_is_the_coded_qp_not_x265s_offset_one(int8_matrix):
     assert offset > ours * 1.1  # x265's default I-frame offset would have coded at QP 27
 
 
-def test_garbage_stream_raises_a_clear_error():
-    with pytest.raises((CorruptStreamError, BackendError)):
-        get_backend("pyav").decode(b"\x00\x00\x01" + bytes(range(256)) * 4)
+@pytest.mark.parametrize("backend", ["pyav", "ffmpeg"])
+def test_garbage_stream_raises_a_clear_error(backend):
+    with pytest.raises(CorruptStreamError, match="a slice refers to PPS 31 before any PPS 31"):
+        get_backend(backend).decode(b"\x00\x00\x01" + bytes(range(256)) * 4, PictureSpec(1, 16, 16))
     with pytest.raises(CorruptStreamError):
         parse_stream_info(b"not a stream")
+
+
+@pytest.mark.parametrize("backend", ["pyav", "ffmpeg"])
+def test_streams_are_deterministic_8bit_and_what_the_precheck_expects(int8_matrix, backend):
+    codec = get_backend(backend)
+    _, frames = frames_of(int8_matrix, max_side=128)
+    stream = codec.encode(frames, HevcSettings(qp=30))
+    assert stream == codec.encode(frames, HevcSettings(qp=30))
+    info = check_stream(stream, spec(frames))
+    assert (info.bit_depth_luma, info.bit_depth_chroma) == (8, 8)
+    assert (info.coded_width, info.coded_height, info.width, info.height) == (128, 120, 128, 120)
 
 
 @pytest.mark.assets
@@ -98,7 +114,7 @@ def test_real_mnist_layer_codes_below_two_bits_per_weight_at_qp28():
     codec = get_backend("pyav")
     layout, frames = frames_of(matrix)
     stream = codec.encode(frames, HevcSettings(qp=28))
-    decoded = frames_to_matrix(codec.decode(stream), layout)
+    decoded = frames_to_matrix(codec.decode(stream, spec(frames)), layout)
     rmse = np.sqrt(np.mean((decoded.astype(float) - matrix) ** 2))
     assert 8 * len(stream) / matrix.size < 2.0
     assert 2.0 < rmse < 8.0

@@ -37,7 +37,7 @@ def test_encode_info_decode_and_forward_without_weightcodec(runner, model_file, 
     info = runner.invoke(main, ["info", str(packed)])
     assert info.exit_code == 0 and "Main @ L" in info.output and "4:2:0" in info.output and "2.weight" in info.output
     info_json = json.loads(runner.invoke(main, ["info", str(packed), "--json"]).output)
-    assert info_json["format_version"] == [1, 0] and len(info_json["tensors"]) == 6
+    assert info_json["format_version"] == [2, 0] and len(info_json["tensors"]) == 6
 
     restored = tmp_path / "restored.pt"
     result = runner.invoke(main, ["decode", str(packed), "-o", str(restored)])

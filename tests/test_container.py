@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from weightcodec import EncodeConfig, HevcSettings, QuantSettings, decode, encode, read_header
-from weightcodec.container import MAGIC, PREFIX, read_header_bytes
+from weightcodec.container import MAGIC, PREFIX, pack_raw, read_header_bytes, unpack_raw
 from weightcodec.errors import (
     ChecksumMismatchError,
     FormatError,
@@ -34,20 +34,29 @@ def wcodec_bytes() -> bytes:
 
 
 def split(data: bytes):
-    _, major, minor, hlen, hcrc, plen = PREFIX.unpack_from(data)
-    header = json.loads(data[PREFIX.size: PREFIX.size + hlen])
-    return header, data[PREFIX.size + hlen:]
+    return unpack_raw(data)
 
 
-def rebuild(header: dict, payload: bytes, *, major: int = 1, minor: int = 0, crc: int | None = None) -> bytes:
-    raw = json.dumps(header).encode()
-    return PREFIX.pack(MAGIC, major, minor, len(raw), zlib.crc32(raw) if crc is None else crc, len(payload)) + raw + payload
+def rebuild(header: dict, payload: bytes, *, major: int = 2, minor: int = 0, crc: int | None = None) -> bytes:
+    return pack_raw(header, payload, major=major, minor=minor, crc=crc)
 
 
 def test_prefix_layout(wcodec_bytes):
-    magic, major, minor, hlen, hcrc, plen = PREFIX.unpack_from(wcodec_bytes)
-    assert magic == b"\x89WCODEC\n" and (major, minor) == (1, 0)
-    assert PREFIX.size == 28 and len(wcodec_bytes) == 28 + hlen + plen
+    magic, major, minor, stored, hlen, hcrc, compression, reserved, plen = PREFIX.unpack_from(wcodec_bytes)
+    assert magic == b"\x89WCODEC\n" and (major, minor) == (2, 0) and reserved == b"\0\0\0"
+    assert compression == 1 and stored < hlen  # the header is zstd-compressed
+    assert PREFIX.size == 36 and len(wcodec_bytes) == 36 + stored + plen
+
+
+def test_version_1_files_stay_readable(wcodec_bytes):
+    header, payload = split(wcodec_bytes)
+    v1 = rebuild(header, payload, major=1)
+    assert v1[8:10] == b"\x01\x00" and len(v1) == 28 + len(json.dumps(header)) + len(payload)
+    assert read_header(v1).version == (1, 0)
+    old, new = decode(v1).state_dict, decode(wcodec_bytes).state_dict
+    assert all(torch.equal(old[k], new[k]) for k in new)
+    with pytest.raises(ChecksumMismatchError):
+        read_header(rebuild(header, payload, major=1, crc=1))
 
 
 def test_header_round_trips_and_describes_every_tensor(wcodec_bytes):
@@ -82,10 +91,10 @@ def test_not_a_wcodec_file():
 
 def test_unsupported_version(wcodec_bytes):
     header, payload = split(wcodec_bytes)
-    with pytest.raises(UnsupportedVersionError, match="version 2.0"):
-        read_header(rebuild(header, payload, major=2))
+    with pytest.raises(UnsupportedVersionError, match="version 3.0"):
+        read_header(rebuild(header, payload, major=3))
     # a newer minor version of the same major is readable
-    assert read_header(rebuild(header, payload, minor=7)).version == (1, 7)
+    assert read_header(rebuild(header, payload, minor=7)).version == (2, 7)
 
 
 @pytest.mark.parametrize("cut", [10, 27, 40, -1, -100])
@@ -113,7 +122,7 @@ def test_payload_checksum_mismatch_names_the_tensor(wcodec_bytes):
 
 def test_header_too_large(wcodec_bytes):
     data = bytearray(wcodec_bytes)
-    struct.pack_into("<I", data, 12, 2**31)
+    struct.pack_into("<I", data, 16, 2**31)
     with pytest.raises(HeaderTooLargeError):
         read_header(bytes(data))
     with pytest.raises(HeaderTooLargeError):
@@ -149,7 +158,7 @@ def test_unknown_codec(wcodec_bytes, path, value):
 def test_malformed_headers(wcodec_bytes):
     header, payload = split(wcodec_bytes)
     raw = b"{not json"
-    bad = PREFIX.pack(MAGIC, 1, 0, len(raw), zlib.crc32(raw), len(payload)) + raw + payload
+    bad = PREFIX.pack(MAGIC, 2, 0, len(raw), len(raw), zlib.crc32(raw), 0, bytes(3), len(payload)) + raw + payload
     with pytest.raises(MalformedHeaderError, match="JSON"):
         read_header(bad)
     broken = json.loads(json.dumps(header))
@@ -224,7 +233,7 @@ def test_header_fields_are_validated(wcodec_bytes, path, value, error, message):
 )
 def test_hostile_json_is_a_malformed_header(wcodec_bytes, raw, message):
     _, payload = split(wcodec_bytes)
-    data = PREFIX.pack(MAGIC, 1, 0, len(raw), zlib.crc32(raw), len(payload)) + raw + payload
+    data = PREFIX.pack(MAGIC, 2, 0, len(raw), len(raw), zlib.crc32(raw), 0, bytes(3), len(payload)) + raw + payload
     with pytest.raises(MalformedHeaderError, match=message):
         read_header(data)
 

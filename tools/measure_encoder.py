@@ -42,6 +42,7 @@ except ImportError:  # running from a source checkout without installing the pac
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from weightcodec.backends import get_backend
+from weightcodec.backends.base import PictureSpec
 from weightcodec.config import WEIGHT_X265_PARAMS, HevcSettings
 from weightcodec.hevc import iter_nal_units, parse_stream_info
 from weightcodec.quant import quantize
@@ -129,7 +130,7 @@ def code_once(backend, matrix: np.ndarray, settings: HevcSettings) -> dict:
     t0 = time.perf_counter()
     stream = backend.encode(frames, settings)
     t1 = time.perf_counter()
-    decoded = frames_to_matrix(backend.decode(stream), layout)
+    decoded = frames_to_matrix(backend.decode(stream, PictureSpec(*frames.shape, settings.chroma)), layout)
     t2 = time.perf_counter()
     diff = decoded.astype(np.int16) - matrix.astype(np.int16)
     return {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -20,16 +20,18 @@ import torch
 from . import __version__
 from .backends import get_backend
 from .config import EncodeConfig
-from .container import PayloadBuilder, read_header_bytes, read_segment, serialize
+from .container import ContainerReader, ContainerWriter
 from .dtypes import DTYPES
-from .errors import ResourceLimitError, WeightcodecError
-from .header import Header, ModelInfo, QuantInfo, Segment, TensorInfo
+from .errors import ResourceLimitError
+from .header import Header, ModelInfo, QuantInfo, TensorInfo
 from .atomic import atomic_write
 from .modelio import LoadedModel, load_source, module_skeleton, rebuild_module
-from .plan import EncodePlan, plan_encode
+from .parallel import check_workers, default_workers, ordered_map
+from .plan import EncodePlan, TensorPlan, plan_encode
 from .quant import QuantizedTensor
 from .report import EncodeReport, EncodeResult, LayerReport, Notice
 from .storage import CODERS, CodedTensor, DecodeContext, EncodeContext
+from .storage.base import as_numpy
 
 Progress = Callable[[str, int, int], None]
 
@@ -56,36 +58,40 @@ def encode(
     trust_pickle: bool = False,
     verify: bool = False,
     metadata: Mapping[str, str] | None = None,
+    workers: int | None = None,
     progress: Progress | None = None,
 ) -> EncodeResult:
     """Encode a model (a path to ``torch.save`` output, a state_dict or an ``nn.Module``).
 
-    Returns the container bytes and a per-layer report; with ``output``, also writes them there
-    atomically (no partial file on failure). ``verify`` decodes every HEVC stream right after
-    encoding it and records the int8 RMSE and maximum error in the report.
+    Returns a per-layer report and, without ``output``, the container's bytes. With ``output``
+    the file is written there, segment by segment as tensors are coded, and appears only once it
+    is complete (no partial file on failure or interruption); ``result.data`` is then None.
+    ``verify`` decodes every HEVC stream right after encoding it and records the int8 RMSE and
+    maximum error in the report. ``workers`` processes code tensors in parallel (None: all cores
+    when there is enough HEVC work to share, else 1); the file is the same byte for byte whatever
+    the number.
     """
     config = config or EncodeConfig()
     started = time.perf_counter()
     loaded = load_source(source, trust_pickle=trust_pickle)
     plan = plan_encode(loaded.state_dict, config)
-    data, report = encode_planned(loaded, plan, config=config, verify=verify, metadata=metadata, progress=progress)
-    report = EncodeReport(report.layers, report.total_bytes, report.header_bytes, report.original_bytes,
-                          time.perf_counter() - started, report.notices)
-    if output is not None:
-        atomic_write(output, [data])
-    return EncodeResult(data, report, Path(output) if output is not None else None)
+    result = encode_planned(loaded, plan, output, config=config, verify=verify, metadata=metadata, workers=workers,
+                            progress=progress)
+    return replace(result, report=replace(result.report, seconds=time.perf_counter() - started))
 
 
 def encode_planned(
     loaded: LoadedModel,
     plan: EncodePlan,
+    output: str | Path | None = None,
     *,
     config: EncodeConfig,
     verify: bool = False,
     metadata: Mapping[str, str] | None = None,
+    workers: int | None = None,
     progress: Progress | None = None,
-) -> tuple[bytes, EncodeReport]:
-    """Code every tensor as ``plan`` says and assemble the container; returns its bytes and report."""
+) -> EncodeResult:
+    """Code every tensor as ``plan`` says and write the container (to ``output``, or to memory)."""
     started = time.perf_counter()
     state_dict = loaded.state_dict
     backend = get_backend(config.backend) if plan.count("hevc") else None
@@ -93,36 +99,55 @@ def encode_planned(
                         verify=verify)
     total = sum(t.numel for t in plan.tensors)
     done = 0
-    payload = PayloadBuilder()
     entries: list[TensorInfo] = []
     layers: list[LayerReport] = []
-    for tensor_plan in plan.tensors:
-        if progress:
-            progress(tensor_plan.name, done, total)
-        coded = CODERS[tensor_plan.storage].encode(state_dict[tensor_plan.name], tensor_plan, ctx)
-        entry = _place(coded, payload)
-        entries.append(entry)
-        layers.append(_layer_report(coded, entry))
-        done += tensor_plan.numel
-
-    zstd_level = ctx.zstd_level
-    model = ModelInfo(loaded.kind)
-    if loaded.kind == "module":
-        module = loaded.module
-        model = ModelInfo("module", f"{type(module).__module__}.{type(module).__qualname__}",
-                          payload.add_compressible(module_skeleton(module, state_dict.keys()), level=zstd_level))
-    header = Header(tensors=entries, model=model, producer=f"weightcodec {__version__}",
-                    metadata=dict(metadata or {}))
-    chunks = serialize(header, payload)
-    data = b"".join(chunks)
+    if progress:
+        progress("", 0, total)
+    with ContainerWriter(output) as writer:
+        coded_tensors = ordered_map(_code_tensor, plan.tensors, workers=encode_workers(plan, workers),
+                                    context=(state_dict, ctx), describe=lambda t: f"tensor {t.name!r}")
+        for coded in coded_tensors:
+            entry = _place(coded, writer)
+            entries.append(entry)
+            layers.append(_layer_report(coded, entry))
+            done += coded.plan.numel
+            if progress:
+                progress(coded.plan.name, done, total)
+        model = ModelInfo(loaded.kind)
+        if loaded.kind == "module":
+            module = loaded.module
+            model = ModelInfo("module", f"{type(module).__module__}.{type(module).__qualname__}",
+                              writer.add_compressible(module_skeleton(module, state_dict.keys()), level=ctx.zstd_level))
+        header = Header(tensors=entries, model=model, producer=f"weightcodec {__version__}",
+                        metadata=dict(metadata or {}))
+        total_bytes, header_bytes, data = writer.finish(header)
     if progress:
         progress("", total, total)
-    report = EncodeReport(layers, len(data), len(chunks[1]), sum(l.original_bytes for l in layers),
+    report = EncodeReport(layers, total_bytes, header_bytes, sum(l.original_bytes for l in layers),
                           time.perf_counter() - started, list(plan.notices))
-    return data, report
+    return EncodeResult(data, report, Path(output) if output is not None else None)
 
 
-def _place(coded: CodedTensor, payload: PayloadBuilder) -> TensorInfo:
+#: Below this many HEVC-coded weights a pool of workers costs more than it saves.
+MIN_PARALLEL_CODED_ELEMENTS = 1_000_000
+
+
+def encode_workers(plan: EncodePlan, workers: int | None) -> int:
+    """The worker count for ``plan``: ``workers`` if given, else all cores when there is enough to share."""
+    if workers is not None:
+        return check_workers(workers)
+    coded = [t for t in plan.tensors if t.storage == "hevc"]
+    if len(coded) < 2 or sum(t.numel for t in coded) < MIN_PARALLEL_CODED_ELEMENTS:
+        return 1
+    return min(default_workers(), len(coded))
+
+
+def _code_tensor(plan: TensorPlan, context: tuple[Mapping[str, torch.Tensor], EncodeContext]) -> CodedTensor:
+    state_dict, ctx = context
+    return CODERS[plan.storage].encode(as_numpy(state_dict[plan.name]), plan, ctx)
+
+
+def _place(coded: CodedTensor, payload: ContainerWriter) -> TensorInfo:
     """Append a coded tensor's segments to the payload (scales first) and describe them."""
     plan = coded.plan
     quant = None
@@ -148,25 +173,13 @@ def _layer_report(coded: CodedTensor, entry: TensorInfo) -> LayerReport:
                        entry.stored_bytes, encode_seconds=coded.seconds, **common)
 
 
-def _read_bytes(source: str | Path | bytes | bytearray | memoryview) -> bytes:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source)
-    path = Path(source)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise WeightcodecError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise WeightcodecError(f"{path} is a directory, not a .wcodec file") from None
-    except OSError as exc:
-        raise WeightcodecError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
 def read_header(source: str | Path | bytes) -> Header:
-    """The validated header (tensor index, settings, byte ranges) without decoding any payload."""
-    data = _read_bytes(source)
-    header, _ = read_header_bytes(data)
-    return header
+    """The validated header (tensor index, settings, byte ranges) without decoding any payload.
+
+    For a path only the prefix and the header are read, whatever the file's size.
+    """
+    with ContainerReader(source) as reader:
+        return reader.header
 
 
 #: Cap on the decompressed size of a pickled module skeleton (it holds no tensors: kilobytes).
@@ -200,41 +213,36 @@ def decode(
     before decoding anything, a file whose tensors add up to more bytes than that.
     """
     started = time.perf_counter()
-    data = _read_bytes(source)
-    header, payload_start = read_header_bytes(data)
-    declared = declared_output_bytes(header)
-    if max_output_bytes is not None and declared > max_output_bytes:
-        raise ResourceLimitError(f"the file's tensors need {declared:,} bytes, more than the limit of "
-                                 f"{max_output_bytes:,} bytes")
-    payload = memoryview(data)[payload_start:]
-
-    def read(segment: Segment, what: str, expected_size: int | None, max_size: int | None = None) -> bytes:
-        return read_segment(payload, segment, what=what, expected_size=expected_size, max_size=max_size)
-
-    needs_hevc = any(t.storage == "hevc" for t in header.tensors)
-    ctx = DecodeContext(read=read, backend=get_backend(backend) if needs_hevc else None)
-    total = sum(t.numel for t in header.tensors)
-    done = 0
-    state_dict: OrderedDict[str, torch.Tensor] = OrderedDict()
-    quantized: dict[str, QuantizedTensor] = {}
-    for entry in header.tensors:
-        if progress:
-            progress(entry.name, done, total)
-        try:
-            tensor, q = CODERS[entry.storage].decode(entry, ctx)
-        except (MemoryError, RuntimeError) as exc:
-            if isinstance(exc, RuntimeError) and "allocate" not in str(exc):  # torch's allocator says so
-                raise
-            raise ResourceLimitError(f"not enough memory to decode tensor {entry.name!r} "
-                                     f"({entry.numel * DTYPES[entry.dtype].itemsize:,} bytes)") from None
-        state_dict[entry.name] = tensor
-        if q is not None:
-            quantized[entry.name] = q
-        done += entry.numel
-    module = None
-    if header.model.kind == "module" and not as_state_dict:
-        skeleton = read(header.model.skeleton, "module skeleton", None, MAX_SKELETON_BYTES)
-        module = rebuild_module(skeleton, state_dict, trust_pickle=trust_pickle)
+    with ContainerReader(source) as reader:
+        header = reader.header
+        declared = declared_output_bytes(header)
+        if max_output_bytes is not None and declared > max_output_bytes:
+            raise ResourceLimitError(f"the file's tensors need {declared:,} bytes, more than the limit of "
+                                     f"{max_output_bytes:,} bytes")
+        needs_hevc = any(t.storage == "hevc" for t in header.tensors)
+        ctx = DecodeContext(read=reader.read, backend=get_backend(backend) if needs_hevc else None)
+        total = sum(t.numel for t in header.tensors)
+        done = 0
+        state_dict: OrderedDict[str, torch.Tensor] = OrderedDict()
+        quantized: dict[str, QuantizedTensor] = {}
+        for entry in header.tensors:
+            if progress:
+                progress(entry.name, done, total)
+            try:
+                tensor, q = CODERS[entry.storage].decode(entry, ctx)
+            except (MemoryError, RuntimeError) as exc:
+                if isinstance(exc, RuntimeError) and "allocate" not in str(exc):  # torch's allocator says so
+                    raise
+                raise ResourceLimitError(f"not enough memory to decode tensor {entry.name!r} "
+                                         f"({entry.numel * DTYPES[entry.dtype].itemsize:,} bytes)") from None
+            state_dict[entry.name] = tensor
+            if q is not None:
+                quantized[entry.name] = q
+            done += entry.numel
+        skeleton = None
+        if header.model.kind == "module" and not as_state_dict:
+            skeleton = reader.read(header.model.skeleton, "module skeleton", None, MAX_SKELETON_BYTES)
+    module = rebuild_module(skeleton, state_dict, trust_pickle=trust_pickle) if skeleton is not None else None
     if progress:
         progress("", total, total)
     return DecodeResult(state_dict, header, module, quantized, time.perf_counter() - started)

@@ -1,22 +1,38 @@
 """The ``.wcodec`` file format (normative description: docs/FORMAT.md).
 
-    prefix   28 bytes  magic "\\x89WCODEC\\n", u16 major, u16 minor, u32 header_length,
-                       u32 header_crc32, u64 payload_length   (all little-endian)
-    header   header_length bytes of UTF-8 JSON
+Version 2 (written)::
+
+    prefix   36 bytes  magic "\\x89WCODEC\\n", u16 major = 2, u16 minor, u32 header_stored_length,
+                       u32 header_length, u32 header_crc32, u8 header_compression, 3 zero bytes,
+                       u64 payload_length   (all little-endian)
+    header   header_stored_length bytes: UTF-8 JSON, zstd-compressed when header_compression = 1
     payload  payload_length bytes: the segments, at the offsets the header gives
+
+Version 1 (read): a 28-byte prefix (magic, u16 major = 1, u16 minor, u32 header_length,
+u32 header_crc32, u64 payload_length) and an uncompressed header; the same JSON and payload.
 
 Every segment (a tensor's data, its scales, a module skeleton) is a byte range of the payload with
 its own CRC-32; segments never overlap and must lie inside the payload. A reader validates the
 prefix, the header's checksum and schema and every range before it touches the payload, and checks
 each segment's CRC-32 when it reads it. Each error is a specific subclass of FormatError.
+
+:class:`ContainerWriter` streams segments to a temporary file as they are produced and writes the
+file (atomically) once the header is known; :class:`ContainerReader` reads the header and then
+only the segments asked for, from a memory map of the file.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import mmap
+import os
 import struct
+import tempfile
 import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import (
     ChecksumMismatchError,
@@ -26,14 +42,21 @@ from .errors import (
     NotAWcodecFileError,
     TruncatedFileError,
     UnsupportedVersionError,
+    WeightcodecError,
 )
 from .header import Header, Segment, fail
 
 MAGIC = b"\x89WCODEC\n"
-PREFIX = struct.Struct("<8sHHIIQ")
-FORMAT_MAJOR = 1
+PREFIX_V1 = struct.Struct("<8sHHIIQ")
+PREFIX_V2 = struct.Struct("<8sHHIIIB3sQ")
+PREFIX = PREFIX_V2
+FORMAT_MAJOR = 2
 FORMAT_MINOR = 0
+READABLE_MAJORS = (1, 2)
+HEADER_NONE, HEADER_ZSTD = 0, 1
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024 * 1024
+HEADER_ZSTD_LEVEL = 19
+_CHUNK = 1 << 20
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -48,16 +71,51 @@ def maybe_compress(data: bytes, level: int | None) -> tuple[bytes, str]:
     return data, "none"
 
 
-class PayloadBuilder:
-    """Collects segments in order and hands out their Segment descriptors."""
+def header_bytes(header: Header) -> bytes:
+    """The header's JSON as written (compact, UTF-8)."""
+    return json.dumps(header.to_json(), separators=(",", ":"), allow_nan=False).encode("utf-8")
 
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
+
+def pack_prefix_and_header(raw_header: bytes, payload_length: int, *, compress: bool = True) -> list[bytes]:
+    """The version-2 prefix and stored header for ``raw_header`` (JSON bytes) and a payload length."""
+    stored, compression = maybe_compress(raw_header, HEADER_ZSTD_LEVEL if compress else None)
+    flag = HEADER_ZSTD if compression == "zstd" else HEADER_NONE
+    prefix = PREFIX_V2.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(stored), len(raw_header), zlib.crc32(stored),
+                            flag, b"\0\0\0", payload_length)
+    return [prefix, stored]
+
+
+class ContainerWriter:
+    """Collects segments in order and writes the container once the header is known.
+
+    With a ``path``, segments go to an unnamed temporary file beside it as they are added (memory
+    stays bounded by the largest segment), and :meth:`finish` writes prefix, header and payload to
+    ``path`` all or nothing. Without one, everything stays in memory and :meth:`finish` returns
+    the file's bytes.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else None
         self._length = 0
+        self._parts: list[bytes] = []
+        self._spool = None
+        if self.path is not None:
+            from .atomic import resolve_output
+
+            folder = resolve_output(self.path).parent
+            try:
+                self._spool = tempfile.TemporaryFile(dir=folder)
+            except OSError as exc:
+                from .errors import OutputError
+
+                raise OutputError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
     def add(self, data: bytes, *, compression: str = "none") -> Segment:
         seg = Segment(self._length, len(data), zlib.crc32(data), compression)
-        self._parts.append(bytes(data))
+        if self._spool is not None:
+            self._spool.write(data)
+        else:
+            self._parts.append(bytes(data))
         self._length += len(data)
         return seg
 
@@ -70,32 +128,207 @@ class PayloadBuilder:
     def length(self) -> int:
         return self._length
 
-    def chunks(self) -> list[bytes]:
-        return self._parts
+    def finish(self, header: Header) -> tuple[int, int, bytes | None]:
+        """Write the file; returns ``(file bytes, stored header bytes, the file's bytes or None)``."""
+        head = pack_prefix_and_header(header_bytes(header), self._length)
+        total = sum(map(len, head)) + self._length
+        if self._spool is None:
+            return total, len(head[1]), b"".join([*head, *self._parts])
+        from .atomic import atomic_write
+
+        try:
+            atomic_write(self.path, self._chunks(head))
+        finally:
+            self.close()
+        return total, len(head[1]), None
+
+    def _chunks(self, head: list[bytes]) -> Iterator[bytes]:
+        yield from head
+        self._spool.flush()
+        self._spool.seek(0)
+        while chunk := self._spool.read(_CHUNK):
+            yield chunk
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+
+    def __enter__(self) -> "ContainerWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
-def serialize(header: Header, payload: PayloadBuilder) -> list[bytes]:
-    """The file as a list of byte chunks (prefix, header, segments)."""
-    header_bytes = json.dumps(header.to_json(), separators=(",", ":"), allow_nan=False).encode("utf-8")
-    prefix = PREFIX.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(header_bytes), zlib.crc32(header_bytes), payload.length)
-    return [prefix, header_bytes, *payload.chunks()]
+def pack_raw(header: dict, payload: bytes, *, major: int = FORMAT_MAJOR, minor: int = FORMAT_MINOR,
+             compress: bool = False, crc: int | None = None) -> bytes:
+    """A file from a header *dict* and payload bytes, for tools and tests that build files by hand
+    (the fuzzer, the spec tests): version 1 or 2 layout, the header CRC computed unless given."""
+    raw = json.dumps(header).encode("utf-8")
+    if major == 1:
+        return PREFIX_V1.pack(MAGIC, major, minor, len(raw), zlib.crc32(raw) if crc is None else crc,
+                              len(payload)) + raw + payload
+    prefix, stored = pack_prefix_and_header(raw, len(payload), compress=compress)
+    fields = list(PREFIX_V2.unpack(prefix))
+    fields[1], fields[2] = major, minor
+    if crc is not None:
+        fields[5] = crc
+    return PREFIX_V2.pack(*fields) + stored + payload
+
+
+def unpack_raw(data: bytes) -> tuple[dict, bytes]:
+    """Inverse of :func:`pack_raw` for a valid file: the header as a dict, and the payload bytes."""
+    prefix = parse_prefix(data[:PREFIX_V2.size])
+    stored = data[prefix.size:prefix.payload_offset]
+    if prefix.header_compression == HEADER_ZSTD:
+        stored = _unzstd(stored, what="header", expected_size=prefix.header_length, max_size=None)
+    return json.loads(stored), bytes(data[prefix.payload_offset:prefix.file_length])
 
 
 # --- reading ----------------------------------------------------------------------------------
-def parse_prefix(data: bytes, *, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> tuple[int, int, int, int, int]:
-    """Steps 1-4 of the reader obligations: magic, prefix length, major version, header cap."""
-    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+@dataclass(frozen=True)
+class Prefix:
+    major: int
+    minor: int
+    size: int  # bytes of the prefix: where the stored header starts
+    header_stored_length: int
+    header_length: int
+    header_crc32: int
+    header_compression: int
+    payload_length: int
+
+    @property
+    def payload_offset(self) -> int:
+        return self.size + self.header_stored_length
+
+    @property
+    def file_length(self) -> int:
+        return self.payload_offset + self.payload_length
+
+
+def parse_prefix(data: bytes, *, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> Prefix:
+    """Steps 1-4 of the reader obligations: magic, prefix length, major version, header cap.
+
+    ``data`` is the start of the file (at least the prefix, if the file has one).
+    """
+    if len(data) < len(MAGIC) or bytes(data[: len(MAGIC)]) != MAGIC:
         raise NotAWcodecFileError("not a wcodec file (the magic bytes at the start are missing)")
-    if len(data) < PREFIX.size:
-        raise TruncatedFileError(f"truncated file: {len(data)} bytes, shorter than the {PREFIX.size}-byte prefix")
-    _, major, minor, header_length, header_crc, payload_length = PREFIX.unpack_from(data)
-    if major != FORMAT_MAJOR:
+    if len(data) < 12:
+        raise TruncatedFileError(f"truncated file: {len(data)} bytes, shorter than the prefix")
+    major, minor = struct.unpack_from("<HH", data, 8)
+    if major not in READABLE_MAJORS:
         raise UnsupportedVersionError(
-            f"unsupported wcodec format version {major}.{minor}; this reader implements {FORMAT_MAJOR}.x"
+            f"unsupported wcodec format version {major}.{minor}; this reader implements versions 1.x and 2.x"
         )
-    if header_length > max_header_bytes:
-        raise HeaderTooLargeError(f"header of {header_length} bytes exceeds the cap of {max_header_bytes} bytes")
-    return major, minor, header_length, header_crc, payload_length
+    layout = PREFIX_V1 if major == 1 else PREFIX_V2
+    if len(data) < layout.size:
+        raise TruncatedFileError(f"truncated file: {len(data)} bytes, shorter than the {layout.size}-byte prefix")
+    if major == 1:
+        _, _, _, length, crc, payload_length = PREFIX_V1.unpack_from(data)
+        prefix = Prefix(1, minor, PREFIX_V1.size, length, length, crc, HEADER_NONE, payload_length)
+    else:
+        _, _, _, stored, length, crc, compression, reserved, payload_length = PREFIX_V2.unpack_from(data)
+        if compression not in (HEADER_NONE, HEADER_ZSTD) or reserved != b"\0\0\0":
+            fail(f"unknown header compression {compression} or non-zero reserved prefix bytes")
+        if compression == HEADER_NONE and stored != length:
+            fail(f"an uncompressed header of {length} bytes is stored in {stored}")
+        prefix = Prefix(2, minor, PREFIX_V2.size, stored, length, crc, compression, payload_length)
+    if prefix.header_length > max_header_bytes or prefix.header_stored_length > max_header_bytes:
+        raise HeaderTooLargeError(f"header of {prefix.header_length} bytes exceeds the cap of {max_header_bytes} bytes")
+    return prefix
+
+
+class ContainerReader:
+    """A validated ``.wcodec`` file: its :class:`Header`, and its segments on demand.
+
+    ``source`` is a path (read through a memory map: only the prefix, the header and the segments
+    asked for are touched) or the file's bytes. Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, source: str | Path | bytes | bytearray | memoryview, *,
+                 max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> None:
+        self._file = self._map = None
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            self._data = memoryview(source)
+        else:
+            self._data = self._open(Path(source))
+        try:
+            self.header, self.payload_offset = _parse(self._data, max_header_bytes=max_header_bytes)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, path: Path) -> memoryview:
+        try:
+            self._file = open(path, "rb")
+            size = os.fstat(self._file.fileno()).st_size
+            if size == 0:
+                return memoryview(b"")
+            self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        except FileNotFoundError:
+            raise WeightcodecError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise WeightcodecError(f"{path} is a directory, not a .wcodec file") from None
+        except OSError as exc:
+            self.close()
+            raise WeightcodecError(f"cannot read {path}: {exc.strerror or exc}") from None
+        return memoryview(self._map)
+
+    def read(self, segment: Segment, what: str, expected_size: int | None = None,
+             max_size: int | None = None) -> bytes:
+        """The segment's bytes, checksum-verified and decompressed (see :func:`read_segment`)."""
+        payload = self._data[self.payload_offset:]
+        try:
+            return read_segment(payload, segment, what=what, expected_size=expected_size, max_size=max_size)
+        finally:
+            payload.release()
+
+    def close(self) -> None:
+        data = getattr(self, "_data", None)
+        if data is not None:
+            data.release()
+            self._data = None
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # a view of it is still referenced (e.g. by a traceback): the GC closes it
+                pass
+            self._map = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "ContainerReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _parse(data: memoryview, *, max_header_bytes: int) -> tuple[Header, int]:
+    prefix = parse_prefix(bytes(data[:PREFIX_V2.size]), max_header_bytes=max_header_bytes)
+    if len(data) < prefix.payload_offset:
+        raise TruncatedFileError(
+            f"truncated file: the header needs {prefix.payload_offset} bytes, the file has {len(data)}")
+    if len(data) < prefix.file_length:
+        raise TruncatedFileError(f"truncated file: {len(data)} bytes of the {prefix.file_length} the prefix declares")
+    if len(data) > prefix.file_length:
+        raise MalformedHeaderError(f"{len(data) - prefix.file_length} unexpected bytes after the payload")
+    stored = bytes(data[prefix.size:prefix.payload_offset])
+    if zlib.crc32(stored) != prefix.header_crc32:
+        raise ChecksumMismatchError("header checksum mismatch: the header is corrupted")
+    if prefix.header_compression == HEADER_ZSTD:
+        try:
+            stored = _unzstd(stored, what="header", expected_size=prefix.header_length, max_size=None)
+        except CorruptStreamError as exc:
+            fail(str(exc))
+    header = parse_header_json(stored)
+    header.version = (prefix.major, prefix.minor)
+    header.payload_length = prefix.payload_length
+    header.file_length = prefix.file_length
+    header.validate(prefix.payload_length)
+    return header, prefix.payload_offset
 
 
 def read_header_bytes(data: bytes, *, max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES) -> tuple[Header, int]:
@@ -104,24 +337,7 @@ def read_header_bytes(data: bytes, *, max_header_bytes: int = DEFAULT_MAX_HEADER
     The checks run in the order of docs/FORMAT.md section 2, so a file with several faults
     reports the first one the spec lists.
     """
-    major, minor, header_length, header_crc, payload_length = parse_prefix(data, max_header_bytes=max_header_bytes)
-    header_end = PREFIX.size + header_length
-    if len(data) < header_end:
-        raise TruncatedFileError(f"truncated file: the header needs {header_end} bytes, the file has {len(data)}")
-    expected = header_end + payload_length
-    if len(data) < expected:
-        raise TruncatedFileError(f"truncated file: {len(data)} bytes of the {expected} the prefix declares")
-    if len(data) > expected:
-        raise MalformedHeaderError(f"{len(data) - expected} unexpected bytes after the payload")
-    header_bytes = bytes(data[PREFIX.size:header_end])
-    if zlib.crc32(header_bytes) != header_crc:
-        raise ChecksumMismatchError("header checksum mismatch: the header is corrupted")
-    header = parse_header_json(header_bytes)
-    header.version = (major, minor)
-    header.payload_length = payload_length
-    header.file_length = expected
-    header.validate(payload_length)
-    return header, header_end
+    return _parse(memoryview(data), max_header_bytes=max_header_bytes)
 
 
 def parse_header_json(header_bytes: bytes) -> Header:
@@ -138,11 +354,14 @@ def read_segment(payload: memoryview | bytes, segment: Segment, *, what: str, ex
     declares its content size, equal to ``expected_size`` (or at most ``max_size``): it is
     decompressed into a buffer of that size and never beyond, whatever the frame's blocks hold.
     """
-    raw = bytes(payload[segment.offset: segment.offset + segment.length])
-    if zlib.crc32(raw) != segment.crc32:
-        raise ChecksumMismatchError(f"checksum mismatch in {what}: the payload is corrupted")
-    if segment.compression == "zstd":
-        raw = _unzstd(raw, what=what, expected_size=expected_size, max_size=max_size)
+    view = memoryview(payload)[segment.offset: segment.offset + segment.length]
+    try:
+        if zlib.crc32(view) != segment.crc32:
+            raise ChecksumMismatchError(f"checksum mismatch in {what}: the payload is corrupted")
+        raw = bytes(view) if segment.compression != "zstd" else \
+            _unzstd(view, what=what, expected_size=expected_size, max_size=max_size)
+    finally:
+        view.release()
     if expected_size is not None and len(raw) != expected_size:
         raise CorruptStreamError(f"{what}: {len(raw)} bytes where {expected_size} were expected")
     if max_size is not None and len(raw) > max_size:

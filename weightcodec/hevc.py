@@ -1,7 +1,9 @@
-"""Just enough HEVC (ITU-T H.265) syntax to describe a stream: profile, level, chroma, size.
+"""Just enough HEVC (ITU-T H.265) syntax to describe and vet a stream: profile, level, chroma, size.
 
-Reads the first sequence parameter set of an Annex-B byte stream. Used by ``wcodec info`` and the
-conformance tests; it does not decode pictures.
+Reads sequence parameter sets and NAL unit headers of an Annex-B byte stream; it does not decode
+pictures. Used by ``wcodec info``, the conformance tests and the decoders' pre-check
+(:func:`weightcodec.backends.base.check_stream`). Every parser here takes arbitrary bytes: it
+returns or raises :class:`CorruptStreamError`, nothing else, and bounds every value it reads.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from dataclasses import dataclass
 
 from .errors import CorruptStreamError
 
-NAL_SPS = 33
+NAL_VPS, NAL_SPS, NAL_PPS = 32, 33, 34
+#: Slice segment NAL unit types (Table 7-1): TRAIL_N .. RASL_R and BLA_W_LP .. CRA_NUT. The
+#: reserved VCL types (10-15, 22-31) carry no slices a decoder would decode.
+SLICE_SEGMENT_TYPES = frozenset(range(0, 10)) | frozenset(range(16, 22))
 PROFILE_NAMES = {
     1: "Main",
     2: "Main 10",
@@ -20,10 +25,17 @@ PROFILE_NAMES = {
     9: "Screen Content Coding",
 }
 CHROMA_NAMES = {0: "4:0:0", 1: "4:2:0", 2: "4:2:2", 3: "4:4:4"}
+#: Largest picture side the parser accepts (HEVC level 6.2 allows 8444 luma samples a side).
+MAX_SIDE = 16384
+#: Only the head of an SPS is read (everything up to the bit depths fits in ~200 bytes).
+_SPS_HEAD_BYTES = 512
 
 
 @dataclass(frozen=True)
 class StreamInfo:
+    """What one sequence parameter set declares. ``width``/``height`` are the cropped picture size
+    (conformance window applied), ``coded_width``/``coded_height`` the size the decoder allocates."""
+
     profile_idc: int
     level_idc: int
     tier_high: bool
@@ -31,6 +43,13 @@ class StreamInfo:
     width: int
     height: int
     monochrome_constraint: bool
+    bit_depth_luma: int = 8
+    bit_depth_chroma: int = 8
+    coded_width: int = 0
+    coded_height: int = 0
+    separate_colour_planes: bool = False
+    vps_id: int = 0
+    sps_id: int = 0
 
     @property
     def profile(self) -> str:
@@ -69,53 +88,77 @@ def iter_nal_units(stream: bytes):
         yield data[start:end].rstrip(b"\x00") if n + 1 < len(starts) else data[start:end]
 
 
+def nal_type(nal: bytes) -> int:
+    """``nal_unit_type`` of a NAL unit (at least 2 bytes)."""
+    return (nal[0] >> 1) & 0x3F
+
+
+def nal_layer_id(nal: bytes) -> int:
+    """``nuh_layer_id`` of a NAL unit (at least 2 bytes)."""
+    return ((nal[0] & 1) << 5) | (nal[1] >> 3)
+
+
+def nal_header_valid(nal: bytes) -> bool:
+    """False if ``forbidden_zero_bit`` is set or ``nuh_temporal_id_plus1`` is 0 (decoders skip such units)."""
+    return len(nal) >= 2 and not nal[0] & 0x80 and bool(nal[1] & 7)
+
+
+def starts_picture(nal: bytes) -> bool:
+    """True for a slice segment NAL unit whose ``first_slice_segment_in_pic_flag`` is 1."""
+    return len(nal) > 2 and nal_type(nal) in SLICE_SEGMENT_TYPES and bool(nal[2] & 0x80)
+
+
 def _rbsp(nal: bytes) -> bytes:
     """Remove emulation-prevention bytes (00 00 03 -> 00 00)."""
-    out = bytearray()
-    zeros = 0
-    for byte in nal:
-        if zeros >= 2 and byte == 3:
-            zeros = 0
-            continue
-        out.append(byte)
-        zeros = zeros + 1 if byte == 0 else 0
-    return bytes(out)
+    return bytes(nal).replace(b"\x00\x00\x03", b"\x00\x00")
 
 
 class _Bits:
-    def __init__(self, data: bytes):
-        self.data, self.pos = data, 0
+    def __init__(self, data: bytes, unit: str = "sequence parameter set"):
+        self.data, self.pos, self.unit = data, 0, unit
 
     def u(self, n: int) -> int:
+        if self.pos + n > 8 * len(self.data):
+            raise CorruptStreamError(f"{self.unit} ends early")
         value = 0
         for _ in range(n):
-            if self.pos >= 8 * len(self.data):
-                raise CorruptStreamError("sequence parameter set ends early")
             value = (value << 1) | ((self.data[self.pos >> 3] >> (7 - (self.pos & 7))) & 1)
             self.pos += 1
         return value
 
-    def ue(self) -> int:
+    def ue(self, what: str, limit: int = 2**32 - 2) -> int:
+        """An Exp-Golomb value, at most ``limit`` (the syntax element's legal maximum)."""
         zeros = 0
         while self.u(1) == 0:
             zeros += 1
             if zeros > 31:
-                raise CorruptStreamError("bad Exp-Golomb code in sequence parameter set")
-        return (1 << zeros) - 1 + self.u(zeros)
+                raise CorruptStreamError(f"bad Exp-Golomb code for {what} in {self.unit}")
+        value = (1 << zeros) - 1 + self.u(zeros)
+        if value > limit:
+            raise CorruptStreamError(f"{self.unit} declares {what} = {value} (at most {limit})")
+        return value
 
 
 def parse_stream_info(stream: bytes) -> StreamInfo:
     """Profile, level, chroma format and cropped picture size from the stream's first SPS."""
     for nal in iter_nal_units(stream):
-        if len(nal) > 2 and (nal[0] >> 1) & 0x3F == NAL_SPS:
-            return _parse_sps(_rbsp(nal[2:]))
+        if len(nal) > 2 and nal_type(nal) == NAL_SPS:
+            return parse_sps(nal)
     raise CorruptStreamError("no sequence parameter set in the HEVC stream")
 
 
-def _parse_sps(rbsp: bytes) -> StreamInfo:
-    bits = _Bits(rbsp)
-    bits.u(4)  # sps_video_parameter_set_id
+def parse_sps(nal: bytes) -> StreamInfo:
+    """Parse an SPS NAL unit (with its 2-byte header) up to the bit depths; CorruptStreamError if malformed."""
+    if len(nal) < 3 or nal_type(nal) != NAL_SPS:
+        raise CorruptStreamError("not a sequence parameter set NAL unit")
+    if nal_layer_id(nal) != 0:
+        raise CorruptStreamError(
+            f"sequence parameter set for layer {nal_layer_id(nal)}: multi-layer streams are not supported")
+    bits = _Bits(_rbsp(nal[2:2 + _SPS_HEAD_BYTES]))
+    vps_id = bits.u(4)
     max_sub_layers_minus1 = bits.u(3)
+    if max_sub_layers_minus1 > 6:
+        raise CorruptStreamError(f"sequence parameter set declares {max_sub_layers_minus1 + 1} sub-layers (at most 7)")
     bits.u(1)  # sps_temporal_id_nesting_flag
     bits.u(2)  # general_profile_space
     tier_high = bool(bits.u(1))
@@ -137,17 +180,51 @@ def _parse_sps(rbsp: bytes) -> StreamInfo:
             bits.u(88)
         if l:
             bits.u(8)
-    bits.ue()  # sps_seq_parameter_set_id
-    chroma_format_idc = bits.ue()
-    if chroma_format_idc == 3:
-        bits.u(1)
-    width, height = bits.ue(), bits.ue()
+    sps_id = bits.ue("sps_seq_parameter_set_id", 15)
+    chroma_format_idc = bits.ue("chroma_format_idc", 3)
+    separate = bool(bits.u(1)) if chroma_format_idc == 3 else False
+    coded_width = bits.ue("pic_width_in_luma_samples")
+    coded_height = bits.ue("pic_height_in_luma_samples")
+    if not (1 <= coded_width <= MAX_SIDE and 1 <= coded_height <= MAX_SIDE):
+        raise CorruptStreamError(
+            f"sequence parameter set declares {coded_width}x{coded_height} pictures (sides must be 1..{MAX_SIDE})")
+    width, height = coded_width, coded_height
     if bits.u(1):  # conformance_window_flag
-        left, right, top, bottom = bits.ue(), bits.ue(), bits.ue(), bits.ue()
-        sub_w = 2 if chroma_format_idc in (1, 2) else 1
+        left, right = bits.ue("conf_win_left_offset"), bits.ue("conf_win_right_offset")
+        top, bottom = bits.ue("conf_win_top_offset"), bits.ue("conf_win_bottom_offset")
+        sub_w = 2 if chroma_format_idc in (1, 2) and not separate else 1
         sub_h = 2 if chroma_format_idc == 1 else 1
         width -= sub_w * (left + right)
         height -= sub_h * (top + bottom)
+        if width < 1 or height < 1:
+            raise CorruptStreamError(
+                f"sequence parameter set crops its {coded_width}x{coded_height} pictures to nothing")
+    bit_depth_luma = 8 + bits.ue("bit_depth_luma_minus8", 8)
+    bit_depth_chroma = 8 + bits.ue("bit_depth_chroma_minus8", 8)
     # general_max_monochrome_constraint_flag is the 6th of the RExt constraint flags
     monochrome = bool((constraint >> (43 - 6)) & 1) if profile_idc >= 4 else False
-    return StreamInfo(profile_idc, level_idc, tier_high, chroma_format_idc, width, height, monochrome)
+    return StreamInfo(profile_idc, level_idc, tier_high, chroma_format_idc, width, height, monochrome,
+                      bit_depth_luma, bit_depth_chroma, coded_width, coded_height, separate, vps_id, sps_id)
+
+
+def vps_id(nal: bytes) -> int:
+    """``vps_video_parameter_set_id`` of a VPS NAL unit."""
+    if len(nal) < 3:
+        raise CorruptStreamError("video parameter set ends early")
+    return nal[2] >> 4
+
+
+def pps_ids(nal: bytes) -> tuple[int, int]:
+    """(``pps_pic_parameter_set_id``, ``pps_seq_parameter_set_id``) of a PPS NAL unit."""
+    bits = _Bits(_rbsp(nal[2:16]), "picture parameter set")
+    pps = bits.ue("pps_pic_parameter_set_id", 63)
+    return pps, bits.ue("pps_seq_parameter_set_id", 15)
+
+
+def slice_pps_id(nal: bytes) -> int:
+    """``slice_pic_parameter_set_id`` of a slice segment NAL unit."""
+    bits = _Bits(_rbsp(nal[2:16]), "slice segment header")
+    bits.u(1)  # first_slice_segment_in_pic_flag
+    if 16 <= nal_type(nal) <= 23:
+        bits.u(1)  # no_output_of_prior_pics_flag
+    return bits.ue("slice_pic_parameter_set_id", 63)

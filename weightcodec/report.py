@@ -84,7 +84,7 @@ class EncodeReport:
 
 @dataclass(frozen=True)
 class EncodeResult:
-    data: bytes
+    data: bytes | None  # the container's bytes (None when it was written to ``path``)
     report: EncodeReport
     path: Path | None = None
 

@@ -1,4 +1,9 @@
-"""Default backend: libx265 and FFmpeg's HEVC decoder in-process, through PyAV's wheels."""
+"""Default backend: libx265 and FFmpeg's HEVC decoder in-process, through PyAV's wheels.
+
+Decoding runs after the shared pre-check (``check_stream``), with one decoder thread and the
+same decoder options as the ffmpeg backend, packet by packet, writing each picture's luma
+straight into the result.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,10 @@ import numpy as np
 
 from ..config import HevcSettings
 from ..errors import BackendError, BackendUnavailableError, CorruptStreamError
-from .base import FrameCodec, check_frames, register, require_module, yuv420_from_luma
+from .base import (
+    DECODER_OPTIONS, FrameCodec, PictureSpec, check_frames, check_stream, output_buffer, register, require_module,
+    yuv420_from_luma,
+)
 
 
 @register("pyav")
@@ -51,27 +59,51 @@ class PyAVCodec(FrameCodec):
             raise BackendError(f"libx265 failed to encode a {width}x{height} frame: {exc}") from exc
         return bytes(out)
 
-    def decode(self, stream: bytes) -> np.ndarray:
+    def decode(self, stream: bytes, expected: PictureSpec, *, out: np.ndarray | None = None) -> np.ndarray:
         import av
 
+        check_stream(stream, expected)
+        out = output_buffer(expected, out)
+        count = 0
         try:
             ctx = av.CodecContext.create("hevc", "r")
             ctx.thread_count = 1  # frame threading adds latency and no speed on intra streams
-            planes = []
-            packets = list(ctx.parse(stream)) + list(ctx.parse(None))
-            for packet in packets + [None]:
-                for frame in ctx.decode(packet):
-                    planes.append(_luma(frame))
+            ctx.options = dict(DECODER_OPTIONS)
+            for frame in _decoded_frames(ctx, stream):
+                if count == expected.frames:
+                    raise CorruptStreamError(
+                        f"the HEVC stream decoded to more than the {expected.frames} picture(s) the header promises")
+                _store_luma(frame, expected, out[count])
+                count += 1
         except av.FFmpegError as exc:
             raise CorruptStreamError(f"the HEVC decoder rejected the stream: {exc}") from exc
-        if not planes:
-            raise CorruptStreamError("the HEVC stream decoded to no pictures")
-        return np.stack(planes)
+        if count != expected.frames:
+            raise CorruptStreamError(
+                f"the HEVC stream decoded to {count} picture(s), the header promises {expected.frames}")
+        return out
 
 
-def _luma(frame) -> np.ndarray:
-    if frame.format.name not in ("yuv420p", "gray", "yuvj420p"):
-        raise CorruptStreamError(f"unexpected decoded pixel format {frame.format.name}")
+def _decoded_frames(ctx, stream: bytes):
+    """The decoded pictures of ``stream``, one at a time, in output order (parse, decode, flush).
+
+    Unlike the ffmpeg executable, no demuxer probes the stream first (that would decode the first
+    picture twice); the parameter sets it would copy into the decoder's extradata make no
+    difference because ``check_stream`` requires each to be defined in-band before its use.
+    """
+    for packet in [*ctx.parse(stream), *ctx.parse(None)]:
+        yield from ctx.decode(packet)
+    yield from ctx.decode(None)
+
+
+def _store_luma(frame, expected: PictureSpec, dest: np.ndarray) -> None:
+    """Copy one decoded picture's luma plane into ``dest`` after checking its size and format."""
+    if frame.format.name != expected.chroma:
+        raise CorruptStreamError(
+            f"the HEVC stream decoded to a {frame.format.name} picture, the header promises {expected.chroma}")
+    if (frame.width, frame.height) != (expected.width, expected.height):
+        raise CorruptStreamError(
+            f"the HEVC stream decoded to a {frame.width}x{frame.height} picture, the header promises "
+            f"{expected.width}x{expected.height}")
     plane = frame.planes[0]
-    rows = np.frombuffer(plane, dtype=np.uint8).reshape(frame.height, plane.line_size)
-    return rows[:, : frame.width].copy()
+    rows = np.frombuffer(plane, dtype=np.uint8, count=plane.line_size * frame.height)
+    dest[...] = rows.reshape(frame.height, plane.line_size)[:, : frame.width]

@@ -1,9 +1,9 @@
 """What every storage kind shares: the coded form of a tensor and the contexts coders run in.
 
-A coder's ``encode`` is a pure function of one tensor and its plan: it returns a
-:class:`CodedTensor` (the bytes of its segments and the header fields that describe them) and
-never touches the container, so tensors can be coded in any order or process and placed in the
-payload afterwards. Its ``decode`` gets the header entry and a ``read`` function that returns a
+A coder's ``encode`` is a pure function of one tensor (as a numpy array, see
+:func:`as_numpy`) and its plan: it returns a :class:`CodedTensor` (the bytes of its segments and the
+header fields that describe them) and never touches the container or torch, so tensors can be
+coded in any order or worker process and placed in the payload afterwards. Its ``decode`` gets the header entry and a ``read`` function that returns a
 segment's checksum-verified, decompressed bytes.
 """
 
@@ -53,13 +53,28 @@ class CodedTensor:
     seconds: float = 0.0
 
 
-def float32_numpy(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().to("cpu", torch.float32).numpy()
+def as_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """The tensor's elements as a C-contiguous numpy array without changing a bit.
+
+    numpy has no bfloat16: a bfloat16 tensor comes back as its uint16 bit patterns (its dtype
+    is known from the plan). Shares memory with ``tensor`` where torch allows.
+    """
+    tensor = tensor.detach().to("cpu").contiguous()
+    if tensor.dtype == torch.bfloat16:
+        return tensor.view(torch.int16).numpy().view(np.uint16)
+    return tensor.numpy()
 
 
-def quantize_planned(tensor: torch.Tensor, plan: TensorPlan) -> QuantizedTensor:
+def to_float32(array: np.ndarray, dtype: str) -> np.ndarray:
+    """The values of an :func:`as_numpy` array as float32 (exact for every floating dtype but float64)."""
+    if dtype == "bfloat16":
+        return (array.astype(np.uint32) << 16).view(np.float32)
+    return np.asarray(array, dtype=np.float32)
+
+
+def quantize_planned(array: np.ndarray, plan: TensorPlan) -> QuantizedTensor:
     """The tensor's int8 values and scales at the plan's granularity."""
-    return quantize(float32_numpy(tensor), plan.granularity)
+    return quantize(to_float32(array, plan.dtype), plan.granularity)
 
 
 def scales_bytes(q: QuantizedTensor) -> bytes:
@@ -76,5 +91,5 @@ def read_scales(entry, ctx: DecodeContext) -> np.ndarray:
     return scales.astype(np.float32)
 
 
-__all__ = ["CodedTensor", "DecodeContext", "EncodeContext", "SegmentReader", "float32_numpy", "quantize_planned",
-           "read_scales", "scales_bytes"]
+__all__ = ["CodedTensor", "DecodeContext", "EncodeContext", "SegmentReader", "as_numpy", "quantize_planned",
+           "read_scales", "scales_bytes", "to_float32"]

@@ -26,10 +26,10 @@ def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[0], math.prod(shape[1:])
 
 
-def encode(tensor: torch.Tensor, plan: TensorPlan, ctx: EncodeContext) -> CodedTensor:
+def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTensor:
     started = time.perf_counter()
     settings = plan.hevc
-    q = quantize_planned(tensor, plan)
+    q = quantize_planned(array, plan)
     rows, cols = matrix_shape(plan.shape)
     layout = plan_tiles(rows, cols, max_height=settings.max_tile_height, max_width=settings.max_tile_width)
     matrix = q.values.reshape(rows, cols)

@@ -18,9 +18,9 @@ from .base import CodedTensor, DecodeContext, EncodeContext, quantize_planned, r
 NAME = "int8"
 
 
-def encode(tensor: torch.Tensor, plan: TensorPlan, ctx: EncodeContext) -> CodedTensor:
+def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTensor:
     started = time.perf_counter()
-    q = quantize_planned(tensor, plan)
+    q = quantize_planned(array, plan)
     data, compression = maybe_compress(q.values.tobytes(), ctx.zstd_level)
     return CodedTensor(plan, data, compression, scales=scales_bytes(q), axis=q.axis,
                        seconds=time.perf_counter() - started)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 
 from ..container import maybe_compress
@@ -16,14 +17,9 @@ from .base import CodedTensor, DecodeContext, EncodeContext
 NAME = "raw"
 
 
-def tensor_bytes(tensor: torch.Tensor) -> bytes:
-    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
-
-
-def encode(tensor: torch.Tensor, plan: TensorPlan, ctx: EncodeContext) -> CodedTensor:
+def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTensor:
     started = time.perf_counter()
-    data, compression = maybe_compress(tensor_bytes(tensor), ctx.zstd_level)
+    data, compression = maybe_compress(np.ascontiguousarray(array).tobytes(), ctx.zstd_level)
     return CodedTensor(plan, data, compression, seconds=time.perf_counter() - started)
 
 
