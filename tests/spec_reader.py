@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 MAGIC = b"\x89WCODEC\n"
-PREFIX = struct.Struct("<8sHHIIQ")
+PREFIX_V1 = struct.Struct("<8sHHIIQ")  # section 8
+PREFIX_V2 = struct.Struct("<8sHHIIIB3sQ")  # section 1
 HEADER_CAP = 64 * 1024 * 1024  # section 2 step 4: the reference cap
 
 #: section 3.1's dtype names -> numpy dtype of the restored values. bfloat16 has no numpy dtype:
@@ -53,27 +54,45 @@ class Restored:
     scales: np.ndarray | None = None
 
 
-# --- section 1 and 2 --------------------------------------------------------------------------
+# --- sections 1, 2 and 8 ---------------------------------------------------------------------
 def read_layout(data: bytes) -> tuple[dict, memoryview, int, int]:
+    """The header document and the payload, after the checks of section 2 (steps 1-7)."""
     if len(data) < 8 or data[:8] != MAGIC:
         raise SpecError("not a wcodec file", "magic")
-    if len(data) < PREFIX.size:
+    if len(data) < 12:
         raise SpecError("truncated", "prefix")
-    _, major, minor, header_length, header_crc, payload_length = PREFIX.unpack_from(data)
-    if major != 1:
+    major, minor = struct.unpack_from("<HH", data, 8)
+    if major == 1:
+        if len(data) < PREFIX_V1.size:
+            raise SpecError("truncated", "prefix")
+        _, _, _, length, crc, payload_length = PREFIX_V1.unpack_from(data)
+        stored_length, compression, start = length, 0, PREFIX_V1.size
+    elif major == 2:
+        if len(data) < PREFIX_V2.size:
+            raise SpecError("truncated", "prefix")
+        _, _, _, stored_length, length, crc, compression, reserved, payload_length = PREFIX_V2.unpack_from(data)
+        if compression not in (0, 1) or reserved != b"\0\0\0" or (compression == 0 and stored_length != length):
+            raise SpecError("malformed header", "prefix fields")
+        start = PREFIX_V2.size
+    else:
         raise SpecError("unsupported version", f"{major}.{minor}")
-    if header_length > HEADER_CAP:
-        raise SpecError("header too large", str(header_length))
-    end = PREFIX.size + header_length
+    if length > HEADER_CAP or stored_length > HEADER_CAP:
+        raise SpecError("header too large", str(length))
+    end = start + stored_length
     if len(data) < end or len(data) < end + payload_length:
         raise SpecError("truncated", "header or payload")
     if len(data) > end + payload_length:
         raise SpecError("malformed", "trailing bytes")
-    header_bytes = data[PREFIX.size:end]
-    if zlib.crc32(header_bytes) != header_crc:
+    stored = data[start:end]
+    if zlib.crc32(stored) != crc:
         raise SpecError("checksum mismatch", "header")
+    if compression == 1:
+        try:
+            stored = zstd_frame(stored, length)
+        except SpecError as exc:
+            raise SpecError("malformed header", str(exc)) from exc
     try:
-        doc = json.loads(header_bytes.decode("utf-8"))
+        doc = json.loads(stored.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise SpecError("malformed header", str(exc)) from exc
     return doc, memoryview(data)[end:], major, minor

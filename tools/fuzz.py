@@ -64,7 +64,8 @@ from typing import Any, Callable
 import click
 
 MAGIC = b"\x89WCODEC\n"
-PREFIX = struct.Struct("<8sHHIIQ")
+PREFIX = struct.Struct("<8sHHIIQ")  # version 1: magic, major, minor, header_length, header_crc32, payload_length
+PREFIX_V2 = struct.Struct("<8sHHIIIB3sQ")  # version 2: ..., stored length, length, crc32, compression, reserved, payload
 MIB = 1024 * 1024
 
 # ----------------------------------------------------------------------------------------------
@@ -119,13 +120,17 @@ def deep_dict(depth: int) -> Raw:
 
 @dataclass
 class WFile:
+    """A file as parts. ``major`` 1: 28-byte prefix, JSON header; 2: 36-byte prefix, the header
+    zstd-compressed when ``header_compression`` is 1 (docs/FORMAT.md sections 1 and 8)."""
+
     doc: Any
     payload: bytearray
-    major: int = 1
+    major: int = 2
     minor: int = 0
+    header_compression: int = 1
 
     def copy(self) -> "WFile":
-        return WFile(_deepcopy(self.doc), bytearray(self.payload), self.major, self.minor)
+        return WFile(_deepcopy(self.doc), bytearray(self.payload), self.major, self.minor, self.header_compression)
 
 
 def _deepcopy(obj: Any) -> Any:
@@ -136,25 +141,69 @@ def _deepcopy(obj: Any) -> Any:
     return obj
 
 
+def split_file(data: bytes) -> tuple[int, int, int, bytes, bytes] | None:
+    """``(major, minor, header_compression, stored header, rest)`` of a file whose prefix parses."""
+    if len(data) < 12 or data[:8] != MAGIC:
+        return None
+    major = struct.unpack_from("<H", data, 8)[0]
+    if major == 1 and len(data) >= PREFIX.size:
+        _, _, minor, hlen, _, _ = PREFIX.unpack_from(data)
+        return 1, minor, 0, data[PREFIX.size:PREFIX.size + hlen], data[PREFIX.size + hlen:]
+    if len(data) >= PREFIX_V2.size:
+        _, _, minor, stored, _, _, comp, _, _ = PREFIX_V2.unpack_from(data)
+        return major, minor, comp, data[PREFIX_V2.size:PREFIX_V2.size + stored], data[PREFIX_V2.size + stored:]
+    return None
+
+
 def parse_file(data: bytes) -> WFile:
     """Split a valid file into parts (the corpus files are valid)."""
-    _, major, minor, hlen, _, plen = PREFIX.unpack_from(data)
-    doc = json.loads(data[PREFIX.size:PREFIX.size + hlen])
-    return WFile(doc, bytearray(data[PREFIX.size + hlen:PREFIX.size + hlen + plen]), major, minor)
+    major, minor, comp, stored, rest = split_file(data)
+    text = stored
+    if comp == 1:
+        import zstandard
+
+        text = zstandard.ZstdDecompressor().decompress(stored)
+    return WFile(json.loads(text), bytearray(rest), major, minor, comp)
+
+
+def compress_header(text: bytes) -> bytes:
+    import zstandard
+
+    return zstandard.ZstdCompressor(level=3).compress(text)
 
 
 def build_file(wf: WFile, *, fix_segments: bool = True, header_bytes: bytes | None = None,
-               prefix_edit: Callable[[list], None] | None = None) -> bytes:
-    """Serialise with the header CRC and the prefix lengths recomputed (and the segment CRCs)."""
+               prefix_edit: Callable[[list], None] | None = None, stored_header: bytes | None = None) -> bytes:
+    """Serialise with the header CRC and the prefix lengths recomputed (and the segment CRCs).
+
+    ``header_bytes`` replaces the JSON text; ``stored_header`` the stored (compressed) bytes too.
+    ``prefix_edit`` may change the prefix fields (a list, in the order of the version's struct).
+    """
     if fix_segments:
         fix_segment_crcs(wf.doc, wf.payload)
     if header_bytes is None:
         header_bytes = dump(wf.doc).encode("utf-8", "surrogatepass")
-    fields = [MAGIC, wf.major, wf.minor, len(header_bytes), zlib.crc32(header_bytes), len(wf.payload)]
+    if wf.major == 1:
+        stored = header_bytes if stored_header is None else stored_header
+        fields = [MAGIC, wf.major, wf.minor, len(stored), zlib.crc32(stored), len(wf.payload)]
+        masks = (0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 2**64 - 1)
+        struct_ = PREFIX
+    else:
+        if stored_header is not None:
+            stored = stored_header
+        else:
+            stored = compress_header(header_bytes) if wf.header_compression == 1 else header_bytes
+        fields = [MAGIC, wf.major, wf.minor, len(stored), len(header_bytes), zlib.crc32(stored),
+                  wf.header_compression, b"\0\0\0", len(wf.payload)]
+        masks = (0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0xFF, None, 2**64 - 1)
+        struct_ = PREFIX_V2
     if prefix_edit is not None:
-        prefix_edit(fields)
-    fields[1:] = [int(v) & mask for v, mask in zip(fields[1:], (0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 2**64 - 1))]
-    return PREFIX.pack(*fields) + header_bytes + bytes(wf.payload)
+        try:
+            prefix_edit(fields)
+        except (IndexError, TypeError):
+            pass  # an edit chosen for the other version's prefix
+    fields[1:] = [v if mask is None else int(v) & mask for v, mask in zip(fields[1:], masks)]
+    return struct_.pack(*fields) + stored + bytes(wf.payload)
 
 
 def iter_segments(doc: Any):
@@ -463,6 +512,11 @@ def build_corpus(seed: int = 0, *, with_streams: bool = True) -> Corpus:
     files["hevc-gray-lossless"] = api.encode(hevc_gray, config=cfg(tile=32, chroma="gray", lossless=True)).data
     files["module"] = api.encode(module, config=cfg()).data
     files["mixed"] = api.encode(mixed, config=cfg(tile=32)).data
+    # the other prefixes a reader must read: version 1 (section 8), version 2 with the header stored as is
+    for name, major, compression in (("mixed", 1, 0), ("hevc-multi", 1, 0), ("int8-per-channel-zstd", 2, 0)):
+        wf = parse_file(files[name])
+        wf.major, wf.header_compression = major, compression
+        files[f"{name} v{major}{'' if compression else ' plain'}"] = build_file(wf)
     parsed = {k: parse_file(v) for k, v in files.items()}
     streams = build_streams(parsed, seed) if with_streams else {}
     return Corpus(files, parsed, streams, build_bombs())
@@ -1010,16 +1064,74 @@ def m_sps_edit(rng, wf, corpus):
 
 
 def m_prefix(rng, wf, corpus):
-    op = rng.randrange(5)
-    edits = {
-        0: lambda f: f.__setitem__(3, f[3] + rng.choice([-1, 1, 2**31, -f[3]])),
-        1: lambda f: f.__setitem__(5, f[5] + rng.choice([-1, 1, 2**63, 2**40])),
-        2: lambda f: f.__setitem__(3, 2**32 - 1),
-        3: lambda f: f.__setitem__(1, rng.choice([0, 2, 255])),
-        4: lambda f: f.__setitem__(4, f[4] ^ 1),
-    }
+    """Prefix fields: lengths off by one or huge, other versions, a flipped CRC (v2: also the
+    header compression byte, the reserved bytes, a stored length != length)."""
+    if wf.major == 1:
+        op = rng.randrange(5)
+        edits = {
+            0: lambda f: f.__setitem__(3, f[3] + rng.choice([-1, 1, 2**31, -f[3]])),
+            1: lambda f: f.__setitem__(5, f[5] + rng.choice([-1, 1, 2**63, 2**40])),
+            2: lambda f: f.__setitem__(3, 2**32 - 1),
+            3: lambda f: f.__setitem__(1, rng.choice([0, 2, 3, 255])),
+            4: lambda f: f.__setitem__(4, f[4] ^ 1),
+        }
+    else:
+        op = rng.randrange(9)
+        edits = {
+            0: lambda f: f.__setitem__(3, f[3] + rng.choice([-1, 1, 2**31, -f[3]])),
+            1: lambda f: f.__setitem__(4, f[4] + rng.choice([-1, 1, 2**31, 2**26 + 1, -f[4]])),
+            2: lambda f: f.__setitem__(8, f[8] + rng.choice([-1, 1, 2**63, 2**40])),
+            3: lambda f: f.__setitem__(1, rng.choice([0, 1, 3, 255])),
+            4: lambda f: f.__setitem__(5, f[5] ^ 1),
+            5: lambda f: f.__setitem__(6, rng.choice([0, 1, 2, 255])),
+            6: lambda f: f.__setitem__(7, rng.choice([b"\0\0\1", b"\xff\xff\xff", b"\0\x80\0"])),
+            7: lambda f: f.__setitem__(4, 2**32 - 1),
+            8: lambda f: f.__setitem__(3, 2**32 - 1),
+        }
     wf.prefix_edit = edits[op]  # type: ignore[attr-defined]
-    return f"prefix op{op}"
+    return f"prefix v{wf.major} op{op}"
+
+
+def m_header_frame(rng, wf, corpus):
+    """Version 2: the stored header replaced by a zstd frame that lies (bombs, wrong sizes, no size,
+    two frames, trailing bytes), or the version/compression changed while keeping the bytes."""
+    import zstandard
+
+    text = dump(wf.doc).encode("utf-8", "surrogatepass")
+    op = rng.randrange(9)
+    if op == 0:
+        name = rng.choice(list(corpus.bombs))
+        wf.stored_header = corpus.bombs[name]  # type: ignore[attr-defined]
+        what = name
+    elif op == 1:
+        wf.stored_header = zstandard.ZstdCompressor(write_content_size=False).compress(text)  # type: ignore
+        what = "no content size"
+    elif op == 2:
+        wf.stored_header = compress_header(text + rng.choice([b" ", b"x", b"\0" * 100]))  # type: ignore
+        what = "declares more"
+    elif op == 3:
+        wf.stored_header = compress_header(text) * 2  # type: ignore[attr-defined]
+        what = "two frames"
+    elif op == 4:
+        wf.stored_header = compress_header(text) + rng.randbytes(rng.randint(1, 16))  # type: ignore
+        what = "trailing bytes"
+    elif op == 5:
+        wf.stored_header = compress_header(text)[: -rng.randint(1, 8)]  # type: ignore[attr-defined]
+        what = "truncated frame"
+    elif op == 6:
+        wf.header_compression = 0
+        what = "stored as is"
+    elif op == 7:
+        wf.major = 1
+        what = "written as version 1"
+    else:
+        wf.major, wf.header_compression = 2, 1
+        frame = bytearray(compress_header(text))
+        for _ in range(rng.randint(1, 4)):
+            frame[rng.randrange(len(frame))] ^= 1 << rng.randrange(8)
+        wf.stored_header = bytes(frame)  # type: ignore[attr-defined]
+        what = "flipped frame"
+    return f"header-frame {what}"
 
 
 #: name -> (function, weight in the header target, weight in the decode target)
@@ -1045,6 +1157,7 @@ MUTATORS: dict[str, tuple[Callable, float, float]] = {
     "hevc-substitute": (m_hevc_substitute, 0.5, 10),
     "sps-edit": (m_sps_edit, 0.2, 4),
     "prefix": (m_prefix, 3, 1),
+    "header-frame": (m_header_frame, 3, 1),
 }
 
 
@@ -1057,7 +1170,7 @@ def byte_mutation(rng: random.Random, data: bytes, corpus: Corpus) -> tuple[byte
         i = rng.randrange(len(buf) + 1) if buf else 0
         # aim at the prefix and header half the time
         if rng.random() < 0.5 and buf:
-            i = rng.randrange(min(len(buf), PREFIX.size + 64))
+            i = rng.randrange(min(len(buf), PREFIX_V2.size + 64))
         if op == 0 and buf:
             buf[min(i, len(buf) - 1)] ^= 1 << rng.randrange(8)
         elif op == 1 and buf:
@@ -1081,20 +1194,25 @@ def byte_mutation(rng: random.Random, data: bytes, corpus: Corpus) -> tuple[byte
 
 def refix_crcs(data: bytes) -> bytes:
     """Recompute the header CRC (and the segment CRCs when the header still parses) of a mutated file."""
-    if len(data) < PREFIX.size or data[:8] != MAGIC:
+    parts = split_file(data)
+    if parts is None:
         return data
-    magic, major, minor, hlen, _, plen = PREFIX.unpack_from(data)
-    header = data[PREFIX.size:PREFIX.size + hlen]
-    rest = data[PREFIX.size + hlen:]
-    try:
-        doc = json.loads(header)
-        payload = bytearray(rest[:plen])
-        fix_segment_crcs(doc, payload)
-        header = dump(doc).encode("utf-8", "surrogatepass")
-        hlen = len(header)
-    except (ValueError, RecursionError, TypeError, UnicodeError):
-        pass
-    return PREFIX.pack(magic, major, minor, hlen, zlib.crc32(header), plen) + header + rest
+    major, minor, comp, stored, rest = parts
+    if major == 1 and comp == 0:
+        try:
+            doc = json.loads(stored)
+            _, _, _, _, _, plen = PREFIX.unpack_from(data)
+            payload = bytearray(rest[:plen])
+            fix_segment_crcs(doc, payload)
+            stored = dump(doc).encode("utf-8", "surrogatepass")
+            rest = bytes(payload) + rest[plen:]
+        except (ValueError, RecursionError, TypeError, UnicodeError, struct.error):
+            pass
+        _, _, _, _, _, plen = PREFIX.unpack_from(data)
+        return PREFIX.pack(MAGIC, major, minor, len(stored), zlib.crc32(stored), plen) + stored + rest
+    fields = list(PREFIX_V2.unpack_from(data))
+    fields[5] = zlib.crc32(stored)
+    return PREFIX_V2.pack(*fields) + stored + rest
 
 
 @dataclass
@@ -1140,7 +1258,7 @@ def make_mutant(corpus: Corpus, seed: int, index: int, target: str) -> Mutant:
 
 def render(wf: WFile, *, fix_segments: bool = True) -> bytes:
     return build_file(wf, fix_segments=fix_segments, header_bytes=getattr(wf, "header_override", None),
-                      prefix_edit=getattr(wf, "prefix_edit", None))
+                      prefix_edit=getattr(wf, "prefix_edit", None), stored_header=getattr(wf, "stored_header", None))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1423,7 +1541,7 @@ def minimise(mutant: Mutant, still_fails: Callable[[bytes], bool], budget: int) 
     if mutant.wf is None:
         return mutant.data
     wf = mutant.wf.copy()
-    for attr in ("header_override", "prefix_edit"):
+    for attr in ("header_override", "prefix_edit", "stored_header"):
         if hasattr(mutant.wf, attr):
             setattr(wf, attr, getattr(mutant.wf, attr))
     best = mutant.data
@@ -1438,7 +1556,7 @@ def minimise(mutant: Mutant, still_fails: Callable[[bytes], bool], budget: int) 
             return True
         return False
 
-    if getattr(wf, "header_override", None) is not None:
+    if getattr(wf, "header_override", None) is not None or getattr(wf, "stored_header", None) is not None:
         return best
     tensors = wf.doc.get("tensors") if isinstance(wf.doc, dict) else None
     if isinstance(tensors, list):
