@@ -8,7 +8,7 @@ import time
 import numpy as np
 import torch
 
-from ..backends import FrameCodec
+from ..backends import FrameCodec, PictureSpec
 from ..errors import CorruptStreamError
 from ..header import HevcInfo, TensorInfo
 from ..hevc import parse_stream_info
@@ -52,8 +52,8 @@ def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTens
 def decode_matrix(backend: FrameCodec, stream: bytes, info: HevcInfo, name: str) -> np.ndarray:
     """The int8 matrix of one stream, checked against the layout the header promises."""
     layout: TileLayout = info.layout
-    frames = backend.decode(stream)
     expected = (layout.frames, layout.tile_height, layout.tile_width)
+    frames = backend.decode(stream, PictureSpec(*expected, chroma=info.chroma))
     if frames.shape != expected:
         raise CorruptStreamError(
             f"tensor {name!r}: the HEVC stream decoded to {frames.shape[0]} frames of "
