@@ -67,6 +67,6 @@ def test_spec_reader_rejects_what_the_spec_rejects(corpus):
     with pytest.raises(spec_reader.SpecError, match="corrupt stream"):
         spec_reader.read_file(fuzz.render(wf), decoder=DECODERS[0])
     data = bytearray(corpus.files["hevc-single"])
-    data[30] ^= 1
+    data[40] ^= 1  # inside the stored header (after the 36-byte prefix)
     with pytest.raises(spec_reader.SpecError, match="checksum mismatch"):
         spec_reader.read_file(bytes(data), decoder=DECODERS[0])
