@@ -1380,15 +1380,74 @@ def worker_main(backend: str, as_cap_mb: int) -> None:
         out.write((json.dumps(decode_one(api, data, backend)) + "\n").encode())
 
 
+class ChildPeak:
+    """Samples the peak RSS (``VmHWM``) of this process's exec'd children every few milliseconds.
+
+    ``VmHWM`` is a high-water mark that restarts at ``exec``, so the last sample before a child
+    exits is its peak up to the sampling interval. Children still running the interpreter image
+    (between ``fork`` and ``exec``) are skipped: their RSS is the parent's shared pages.
+    ``getrusage(RUSAGE_CHILDREN)`` cannot be used: it counts that pre-exec image (~500 MB here).
+    """
+
+    def __init__(self, interval: float = 0.002):
+        import threading
+
+        self.interval, self.peak = interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        with open("/proc/self/comm") as f:
+            self._own = f.read().strip()
+
+    def __enter__(self) -> "ChildPeak":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        pid = os.getpid()
+        while True:
+            stopping = self._stop.is_set()
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                tids = []
+            for tid in tids:
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/children") as f:
+                        children = f.read().split()
+                except OSError:
+                    continue
+                for child in children:
+                    try:
+                        with open(f"/proc/{child}/status") as f:
+                            status = f.read()
+                    except OSError:
+                        continue
+                    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+                    if fields.get("Name", "").strip() == self._own or "VmHWM" not in fields:
+                        continue
+                    self.peak = max(self.peak, int(fields["VmHWM"].split()[0]) * 1024)
+            if stopping:
+                return
+            self._stop.wait(self.interval)
+
+
 def decode_one(api, data: bytes, backend: str) -> dict:
     declared = declared_output_bytes(data)
-    children_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    sampler = ChildPeak() if backend == "ffmpeg" else None
     rss_before = _status()["VmRSS"]
     hwm_ok = _reset_hwm()
     started = time.perf_counter()
     answer: dict[str, Any] = {"declared": declared}
     try:
-        result = api.decode(data, backend=backend, as_state_dict=True)
+        if sampler is not None:
+            with sampler:
+                result = api.decode(data, backend=backend, as_state_dict=True)
+        else:
+            result = api.decode(data, backend=backend, as_state_dict=True)
     except BaseException as exc:  # noqa: BLE001 - classifying everything is the point
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -1405,9 +1464,8 @@ def decode_one(api, data: bytes, backend: str) -> dict:
         if problem:
             answer.update(outcome="escape:bad-result", escaped=True, message=problem)
         del result
-    children_after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     answer.update(rss_before=rss_before, peak_delta=max(peak - rss_before, 0) if hwm_ok else None,
-                  child_peak=children_after if children_after > children_before else None)
+                  child_peak=sampler.peak if sampler is not None and sampler.peak else None)
     return answer
 
 
@@ -1452,6 +1510,11 @@ class Worker:
         self.restarts += 1
 
     def run(self, data: bytes, timeout: float) -> dict:
+        failed = self.send(data)
+        return failed if failed is not None else self.receive(timeout)
+
+    def send(self, data: bytes) -> dict | None:
+        """Hand one input to the child; a crash answer if it is already gone."""
         if self.proc is None:
             self.start()
         try:
@@ -1459,6 +1522,10 @@ class Worker:
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             return self._crashed()
+        return None
+
+    def receive(self, timeout: float) -> dict:
+        """The child's answer to the input sent last (a timeout kills it)."""
         deadline = time.monotonic() + timeout
         fd = self.proc.stdout.fileno()
         while b"\n" not in self._buffer:
@@ -1642,10 +1709,15 @@ def run_decode(corpus: Corpus, seed: int, count: int, start: int, backends: list
             warm_up(worker, corpus, caps)
         for index in range(start, start + count):
             mutant = make_mutant(corpus, seed, index, "decode")
+            for worker in workers.values():
+                if worker.proc is None:  # restarted after a crash or a timeout: warm up again
+                    warm_up(worker, corpus, caps)
             answers = {}
+            # every backend decodes the input at the same time (each in its own child)
+            sent = {backend: worker.send(mutant.data) for backend, worker in workers.items()}
             for backend, worker in workers.items():
-                answer = judge(worker.run(mutant.data, caps.timeout), len(mutant.data), caps, tally,
-                               worker.child_baseline)
+                raw = sent[backend] if sent[backend] is not None else worker.receive(caps.timeout)
+                answer = judge(raw, len(mutant.data), caps, tally, worker.child_baseline)
                 answers[backend] = answer
                 target = f"decode:{backend}"
                 tally.inputs += 1 if backend == backends[0] else 0
@@ -1683,8 +1755,8 @@ def judge(answer: dict, input_bytes: int, caps: Caps, tally: Tally, child_baseli
     """Add the RSS verdict to a worker's answer.
 
     ``peak_delta``: the worker's own peak above its RSS before the call. ``child_peak``: the
-    largest RSS any ffmpeg child reached, known only when this input raised it; judged above
-    ``child_baseline`` (the largest an ffmpeg child reached on the valid corpus).
+    largest RSS an ffmpeg child reached during the call (sampled, see :class:`ChildPeak`); judged
+    above ``child_baseline`` (the largest an ffmpeg child reached on the valid corpus).
     """
     declared = answer.get("declared", 0) or 0
     limit = caps.rss_limit(declared, input_bytes)
