@@ -8,10 +8,12 @@ import time
 import numpy as np
 import torch
 
-from ..backends import FrameCodec, PictureSpec
+from ..backends import FrameCodec
+from ..backends.base import PictureSpec
 from ..errors import CorruptStreamError
 from ..header import HevcInfo, TensorInfo
 from ..hevc import parse_stream_info
+from ..measure import tensor_error
 from ..plan import TensorPlan
 from ..quant import QuantizedTensor
 from ..tiling import TileLayout, frames_to_matrix, matrix_to_frames, plan_tiles
@@ -41,24 +43,19 @@ def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTens
     )
     rmse = max_err = None
     if ctx.verify:
-        decoded = decode_matrix(ctx.backend, stream, info, plan.name)
-        diff = decoded.astype(np.int16) - matrix.astype(np.int16)
-        rmse = float(np.sqrt(np.mean(diff.astype(np.float64) ** 2)))
-        max_err = int(np.max(np.abs(diff)))
+        error = tensor_error(decode_matrix(ctx.backend, stream, info, plan.name), matrix)
+        rmse, max_err = error.rmse, int(error.max_abs)
     return CodedTensor(plan, stream, scales=scales_bytes(q), axis=q.axis, hevc=info, int8_rmse=rmse,
                        int8_max_error=max_err, seconds=time.perf_counter() - started)
 
 
 def decode_matrix(backend: FrameCodec, stream: bytes, info: HevcInfo, name: str) -> np.ndarray:
-    """The int8 matrix of one stream, checked against the layout the header promises."""
+    """The int8 matrix of one stream; the backend checks the stream against what the header promises."""
     layout: TileLayout = info.layout
-    expected = (layout.frames, layout.tile_height, layout.tile_width)
-    frames = backend.decode(stream, PictureSpec(*expected, chroma=info.chroma))
-    if frames.shape != expected:
-        raise CorruptStreamError(
-            f"tensor {name!r}: the HEVC stream decoded to {frames.shape[0]} frames of "
-            f"{frames.shape[2]}x{frames.shape[1]}, the header says {expected[0]} of {expected[2]}x{expected[1]}"
-        )
+    try:
+        frames = backend.decode(stream, PictureSpec(layout.frames, layout.tile_height, layout.tile_width, info.chroma))
+    except CorruptStreamError as exc:
+        raise CorruptStreamError(f"tensor {name!r}: {exc}") from None
     return frames_to_matrix(frames, layout)
 
 
