@@ -1,10 +1,10 @@
 """Fuzz the ``.wcodec`` reader: mutated real files through ``read_header`` and ``decode``.
 
-    python -m tools.fuzz header --seed 0 --count 1000000 --report fuzz-out/header.json
-    python -m tools.fuzz decode --backend pyav --seed 0 --count 100000 --report fuzz-out/pyav.json
-    python -m tools.fuzz decode --backend pyav --backend ffmpeg --count 20000   # differential
-    python -m tools.fuzz soak --backend pyav --iterations 1000 --report fuzz-out/soak.json
-    python -m tools.fuzz replay fuzz-out/escapes/.../x.wcodec --backend pyav
+    python -m tools.fuzz header --seed 1 --count 1000000 --report build/fuzz/header.json
+    python -m tools.fuzz decode --backend pyav --backend ffmpeg --seed 2 --count 100000   # both, compared
+    python -m tools.fuzz decode --backend pyav --count 100000 --report build/fuzz/pyav.json
+    python -m tools.fuzz soak --backend pyav --iterations 1000 --report build/fuzz/soak.json
+    python -m tools.fuzz replay build/fuzz/<target>/<signature>/<seed>-<index>.wcodec --backend pyav
 
 The corpus is real files of every storage kind, encoded in-process with ``weightcodec.api.encode``
 from seeded tensors (raw of every dtype, scalars and empty tensors; int8 per tensor and per
@@ -1856,7 +1856,7 @@ def _common(f):
     f = click.option("--seed", type=int, default=0, show_default=True)(f)
     f = click.option("--count", type=int, default=1000, show_default=True, help="inputs to try")(f)
     f = click.option("--start", type=int, default=0, show_default=True, help="index of the first input")(f)
-    f = click.option("--out", type=click.Path(path_type=Path), default=Path("fuzz-out"), show_default=True,
+    f = click.option("--out", type=click.Path(path_type=Path), default=Path("build/fuzz"), show_default=True,
                      help="folder for escaping inputs (minimised) and their records")(f)
     f = click.option("--report", type=click.Path(path_type=Path), default=None, help="write a JSON report here")(f)
     f = click.option("--per-signature", type=int, default=3, show_default=True,
