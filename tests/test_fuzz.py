@@ -155,6 +155,17 @@ def test_overflowing_element_count_is_malformed(corpus):
     assert header_error(fuzz.render(wf)) is MalformedHeaderError
 
 
+@pytest.mark.parametrize("storage", ["raw", "int8"])
+def test_empty_tensor_with_huge_dimensions_is_malformed(corpus, storage):
+    # found by tools/fuzz.py (seed 2, input 24714): shape [2**32, 2**32, 0] passed the header
+    # (0 elements) and torch.empty raised RuntimeError "Storage size calculation overflowed"
+    wf = variant(corpus, "raw-all-dtypes" if storage == "raw" else "int8-per-tensor")
+    t = tensor(wf, storage)
+    t["shape"] = [2**32, 2**32, 0]
+    fuzz.set_segment_bytes(wf, t["data"], b"")
+    assert header_error(fuzz.render(wf)) is MalformedHeaderError
+
+
 def test_value_offset_other_than_128_is_malformed(corpus):
     wf = variant(corpus, "hevc-single")
     tensor(wf, "hevc")["hevc"]["value_offset"] = 0

@@ -267,6 +267,9 @@ class TensorInfo:
         numel = math.prod(shape)
         if numel > MAX_ELEMENTS:
             fail(f"{where} has {numel} elements, more than the 2**40 a tensor may have")
+        if math.prod(d for d in shape if d) > MAX_ELEMENTS:
+            # an empty tensor too: torch.empty([2**32, 2**32, 0]) overflows computing its storage size
+            fail(f"{where}.shape {list(shape)}: its non-zero dimensions multiply to more than 2**40")
         storage = get(item, "storage", str, where)
         if storage not in STORAGE_KINDS:
             raise UnknownCodecError(f"{where} uses unknown storage kind {storage!r}")
