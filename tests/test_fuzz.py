@@ -166,6 +166,17 @@ def test_empty_tensor_with_huge_dimensions_is_malformed(corpus, storage):
     assert header_error(fuzz.render(wf)) is MalformedHeaderError
 
 
+@pytest.mark.parametrize("dtype", ["int32", "uint8", "bool", "int64"])
+@pytest.mark.parametrize("source", ["int8-per-tensor", "hevc-single"])
+def test_quantized_tensor_with_a_non_float_dtype_is_malformed(corpus, source, dtype):
+    # found while writing tests/spec_reader.py: FORMAT.md gives no float32 -> integer rule, and an
+    # out-of-range scale made int32 tensors of INT_MIN on x86 (ARM saturates instead)
+    wf = variant(corpus, source)
+    fuzz.tensors_of(wf)[0]["dtype"] = dtype
+    assert fuzz.tensors_of(wf)[0]["storage"] in ("int8", "hevc")
+    assert header_error(fuzz.render(wf)) is MalformedHeaderError
+
+
 def test_value_offset_other_than_128_is_malformed(corpus):
     wf = variant(corpus, "hevc-single")
     tensor(wf, "hevc")["hevc"]["value_offset"] = 0

@@ -18,6 +18,8 @@ from .errors import MalformedHeaderError, OffsetOutOfRangeError, UnknownCodecErr
 from .tiling import VALUE_OFFSET, TileLayout
 
 STORAGE_KINDS = ("raw", "int8", "hevc")
+#: dtypes an ``int8`` or ``hevc`` tensor may be restored to (the float32 result is rounded to them)
+QUANTIZABLE_DTYPES = ("float64", "float32", "float16", "bfloat16")
 COMPRESSIONS = ("none", "zstd")
 QUANT_SCHEMES = ("symmetric-int8",)
 #: Granularities a file can hold (``auto`` is an encoder setting, resolved before writing).
@@ -276,6 +278,10 @@ class TensorInfo:
         data = Segment.from_json(item.get("data"), f"{where}.data")
         quant = None
         if storage in ("int8", "hevc"):
+            if dtype not in QUANTIZABLE_DTYPES:
+                # float32 -> integer conversion of out-of-range values differs between CPUs (x86
+                # gives INT_MIN, ARM saturates), and the writer only quantizes floating-point tensors
+                fail(f"{where}: a {storage} tensor must have a floating-point dtype, not {dtype!r}")
             quant = QuantInfo.from_json(get(item, "quant", dict, where), f"{where}.quant", shape)
         if storage in ("raw", "int8"):
             size = numel * (1 if storage == "int8" else DTYPES[dtype].itemsize)
