@@ -202,18 +202,16 @@ def cast_float32(w: np.ndarray, dtype: str) -> np.ndarray:
     """float32 -> the tensor's dtype (section 5.2: round to nearest, ties to even; float64 exact).
 
     bfloat16 is rounded on the bit patterns (NaN cannot occur: scales are finite).
-    GUESS: the spec names no conversion to integer or bool dtypes (the writer quantizes only
-    floating-point tensors); we truncate toward zero (C casts) and map nonzero to True.
+    GUESS: section 5.2 names only floating-point dtypes and no float32 -> integer or bool rule;
+    we refuse the others (the reference does too since tests/test_fuzz.py's
+    test_quantized_tensor_with_a_non_float_dtype_is_malformed; FORMAT.md should say so).
     """
     if dtype == "bfloat16":
         bits = w.astype("<f4").view("<u4").astype(np.uint64)
         rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
-        nan = np.isnan(w)
-        out = rounded.astype(np.uint16)
-        out[nan] = ((bits[nan] >> 16) | 0x40).astype(np.uint16)
-        return out
-    if dtype == "bool":
-        return w != 0
+        return rounded.astype(np.uint16)
+    if dtype not in ("float64", "float32", "float16"):
+        raise SpecError("malformed header", f"a quantized tensor of dtype {dtype}")
     return w.astype(NUMPY_DTYPES[dtype])
 
 
