@@ -1733,8 +1733,8 @@ def run_decode(corpus: Corpus, seed: int, count: int, start: int, backends: list
                               "mutations": mutant.mutations, "outcome": outcome, "answers": answers}
                     path = saver.save("decode-compare", outcome.replace(" ", "")[:80], mutant.data, record)
                     if len(tally.escapes) < 2000:
-                        tally.escapes.append({"index": index, "source": mutant.source, "mutations": mutant.mutations,
-                                              "outcome": outcome, "saved": path})
+                        tally.escapes.append({"target": "decode:compare", "index": index, "source": mutant.source,
+                                              "mutations": mutant.mutations, "outcome": outcome, "saved": path})
                 else:
                     tally.add("decode:compare", "agree" if len(set(signatures.values())) == 1 else "skipped",
                               mutant.mutations)
