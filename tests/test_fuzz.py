@@ -305,10 +305,24 @@ def test_valid_corpus_decodes_identically_in_both_backends(corpus, workers):
 FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures"
 
 
-@pytest.mark.xfail(strict=True, reason="open (backends): corrupted slice data / a broken PPS, CRCs recomputed, is "
-                                       "concealed differently by PyAV's libavcodec and the ffmpeg CLI")
-@pytest.mark.parametrize("name", ["fuzz-mismatch-2-13585", "fuzz-mismatch-2-18377", "fuzz-mismatch-2-24242"])
-def test_backends_agree_on_campaign_findings(workers, name):
+PPS_CASES = ["fuzz-mismatch-2-18377", "fuzz-mismatch-2-63433"]
+SLICE_CASES = ["fuzz-mismatch-2-13585", "fuzz-mismatch-2-24242", "fuzz-mismatch-2-88626"]
+
+
+@pytest.mark.xfail(strict=True, reason="open (backends): a PPS that libde265 and the ffmpeg CLI reject as invalid "
+                                       "('pps header invalid') is accepted by the pyav backend")
+@pytest.mark.parametrize("name", PPS_CASES)
+def test_backends_agree_on_a_broken_pps(workers, name):
+    answers = decode_in_children(workers, (FIXTURES / f"{name}.wcodec").read_bytes())
+    assert not any(a["escaped"] for a in answers.values()), answers
+    assert {fuzz._decode_signature(a) for a in answers.values()} == {"rejected:CorruptStreamError"}, answers
+
+
+@pytest.mark.xfail(strict=True, reason="open (format/backends): flipped or truncated slice data (CRCs recomputed) "
+                                       "decodes without error in both backends (and libde265), each concealing it "
+                                       "differently; only a picture hash (x265 hash SEI, verified) would catch it")
+@pytest.mark.parametrize("name", SLICE_CASES)
+def test_backends_agree_on_corrupted_slice_data(workers, name):
     answers = decode_in_children(workers, (FIXTURES / f"{name}.wcodec").read_bytes())
     assert not any(a["escaped"] for a in answers.values()), answers
     assert len({fuzz._decode_signature(a) for a in answers.values()}) == 1, answers
