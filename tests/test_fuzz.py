@@ -318,9 +318,11 @@ def test_backends_agree_on_a_broken_pps(workers, name):
     assert {fuzz._decode_signature(a) for a in answers.values()} == {"rejected:CorruptStreamError"}, answers
 
 
-@pytest.mark.xfail(strict=True, reason="open (format/backends): flipped or truncated slice data (CRCs recomputed) "
-                                       "decodes without error in both backends (and libde265), each concealing it "
-                                       "differently; only a picture hash (x265 hash SEI, verified) would catch it")
+# not strict: the ffmpeg CLI's concealment of 2-88626 is itself not deterministic (two different
+# results over repeated runs), so this may pass by chance
+@pytest.mark.xfail(strict=False, reason="open (format/backends): flipped or truncated slice data (CRCs recomputed) "
+                                        "decodes without error in both backends (and libde265), each concealing it "
+                                        "differently; only a picture hash (x265 hash SEI, verified) would catch it")
 @pytest.mark.parametrize("name", SLICE_CASES)
 def test_backends_agree_on_corrupted_slice_data(workers, name):
     answers = decode_in_children(workers, (FIXTURES / f"{name}.wcodec").read_bytes())
