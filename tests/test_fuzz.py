@@ -335,7 +335,7 @@ def test_backends_agree_on_a_broken_pps(workers, name):
     assert {fuzz._decode_signature(a) for a in answers.values()} == {"rejected:CorruptStreamError"}, answers
 
 
-# not strict: the ffmpeg CLI's concealment of 2-88626 is itself not deterministic (two different
+# not strict: the ffmpeg CLI's concealment of 2-13585 and 2-88626 is itself not deterministic (different
 # results over repeated runs), so this may pass by chance
 @pytest.mark.xfail(strict=False, reason="open (format/backends): flipped or truncated slice data (CRCs recomputed) "
                                         "decodes without error in both backends (and libde265), each concealing it "
