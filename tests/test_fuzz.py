@@ -10,6 +10,7 @@ lot (bombs) are decoded in a worker child under ``RLIMIT_AS``, never in the test
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -319,7 +320,7 @@ def test_valid_corpus_decodes_identically_in_both_backends(corpus, workers):
 
 
 # --- open findings of the long campaign (docs/SECURITY.md): the two backends disagree ---------
-FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 PPS_CASES = ["fuzz-mismatch-2-18377", "fuzz-mismatch-2-63433"]

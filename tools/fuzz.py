@@ -41,7 +41,6 @@ address space than they touch, and the limit is inherited by the ``ffmpeg`` chil
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import json
