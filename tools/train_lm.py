@@ -4,8 +4,8 @@
    ``weightcodec.evaluation.lm``), fixed train/validation/test split by contiguous chunks.
 2. Tokenizer: byte-level BPE (``tokenizers``) trained on the train split only.
 3. Model: ``transformers.GPT2LMHeadModel`` from scratch (tied LM head), AdamW, linear warm-up then
-   cosine decay; the validation loss (all validation tokens, fixed windows) is measured every
-   ``--eval-every`` steps; training stops at ``--max-steps``, when the validation loss has not
+   cosine decay; the validation loss (first ``--eval-tokens`` validation tokens, fixed windows) is
+   measured every ``--eval-every`` steps; training stops at ``--max-steps``, when the validation loss has not
    improved by ``--min-delta`` (relative) for ``--patience`` evaluations, or at ``--max-minutes``.
    The checkpoint with the best validation loss is kept.
 4. Output: a Hugging Face folder (config.json, model.safetensors, generation_config.json,
@@ -129,21 +129,22 @@ def log(msg: str) -> None:
 @click.option("--seq-len", default=256, help="context length (n_positions)")
 @click.option("--dropout", default=0.1)
 @click.option("--batch-size", default=8)
-@click.option("--lr", default=1.5e-3, help="peak AdamW learning rate")
+@click.option("--lr", default=2e-3, help="peak AdamW learning rate")
 @click.option("--min-lr-ratio", default=0.1, help="final learning rate / peak")
 @click.option("--weight-decay", default=0.1)
-@click.option("--warmup", default=50, help="warm-up steps")
-@click.option("--max-steps", default=650, help="cosine schedule length and step budget")
-@click.option("--eval-every", default=50, help="steps between validation evaluations")
+@click.option("--warmup", default=25, help="warm-up steps")
+@click.option("--max-steps", default=320, help="cosine schedule length and step budget")
+@click.option("--eval-every", default=20, help="steps between validation evaluations")
+@click.option("--eval-tokens", default=16384, help="validation tokens scored during training (all at the end)")
 @click.option("--patience", default=4, help="stop after this many evaluations without improvement")
 @click.option("--min-delta", default=0.002, help="relative validation-loss improvement that counts")
-@click.option("--max-minutes", default=70.0, help="wall-time budget for the training loop")
+@click.option("--max-minutes", default=60.0, help="wall-time budget for the training loop")
 @click.option("--threads", default=2, help="torch threads (the machine is shared)")
 @click.option("--seed", default=0)
 def main(out: Path | None, corpus_root: Path | None, vocab_size: int, n_layer: int, n_embd: int, n_head: int,
          seq_len: int, dropout: float, batch_size: int, lr: float, min_lr_ratio: float, weight_decay: float,
-         warmup: int, max_steps: int, eval_every: int, patience: int, min_delta: float, max_minutes: float,
-         threads: int, seed: int) -> None:
+         warmup: int, max_steps: int, eval_every: int, eval_tokens: int, patience: int, min_delta: float,
+         max_minutes: float, threads: int, seed: int) -> None:
     """Train the gpt2-tiny causal LM and save it as a Hugging Face folder plus training.json."""
     try:
         run(**locals())
@@ -152,7 +153,7 @@ def main(out: Path | None, corpus_root: Path | None, vocab_size: int, n_layer: i
 
 
 def run(*, out, corpus_root, vocab_size, n_layer, n_embd, n_head, seq_len, dropout, batch_size, lr,
-        min_lr_ratio, weight_decay, warmup, max_steps, eval_every, patience, min_delta, max_minutes,
+        min_lr_ratio, weight_decay, warmup, max_steps, eval_every, eval_tokens, patience, min_delta, max_minutes,
         threads, seed) -> None:
     hparams = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # tokenizers' thread pool
@@ -192,7 +193,8 @@ def run(*, out, corpus_root, vocab_size, n_layer, n_embd, n_head, seq_len, dropo
                                {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
 
     def validation_loss() -> float:
-        return lm.causal_lm_nll(model, ids["validation"], seq_len=seq_len, batch_size=16).mean_nll
+        return lm.causal_lm_nll(model, ids["validation"], seq_len=seq_len, limit_tokens=eval_tokens,
+                                batch_size=16).mean_nll
 
     curve = []
     best = (math.inf, 0, None)
@@ -223,6 +225,7 @@ def run(*, out, corpus_root, vocab_size, n_layer, n_embd, n_head, seq_len, dropo
             point = {"step": step, "epoch": epoch, "tokens_seen": step * batch_size * seq_len,
                      "lr": optim.param_groups[0]["lr"], "train_loss": running / running_n,
                      "val_loss": val, "val_ppl": math.exp(val), "elapsed_s": round(elapsed, 1)}
+            # the curve's val_loss is on the first eval_tokens validation tokens; final[...] on all
             curve.append(point)
             running, running_n = 0.0, 0
             log(f"step {step:5d} epoch {epoch} train {point['train_loss']:.4f} val {val:.4f} "

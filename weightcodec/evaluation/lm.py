@@ -296,8 +296,9 @@ def causal_lm_nll(
     tokens starting every ``stride`` tokens (default ``seq_len``: disjoint windows, the fastest);
     each window predicts the token after each of its inputs, and every token but the first is
     scored exactly once (:func:`_windows`). With ``stride < seq_len`` a window scores only the
-    tokens the previous one did not, so they get up to ``seq_len - stride`` tokens more context. Windows are batched in order;
-    nothing is shuffled or sampled. ``model(input_ids).logits`` must be ``(batch, seq, vocab)``.
+    tokens the previous one did not, so they get up to ``seq_len - stride`` tokens more context.
+    Windows are batched in order; nothing is shuffled or sampled.
+    ``model(input_ids=...).logits`` must be ``(batch, seq, vocab)``.
     """
     ids = torch.as_tensor(token_ids, dtype=torch.long).flatten()
     if limit_tokens is not None:
