@@ -88,8 +88,9 @@ def log(msg: str) -> None:
 @click.option("--max-minutes", default=50.0, help="wall-time budget for the training loop")
 @click.option("--threads", default=2, help="torch threads (the machine is shared)")
 @click.option("--seed", default=0)
+@click.option("--limit", type=int, default=None, help="use only the first N images of each split (smoke tests)")
 def main(out: Path | None, data_root: Path | None, epochs: int, batch_size: int, lr: float, weight_decay: float,
-         patience: int, max_minutes: float, threads: int, seed: int) -> None:
+         patience: int, max_minutes: float, threads: int, seed: int, limit: int | None) -> None:
     """Train fmnist-resnet and save its float32 state_dict plus a JSON training record."""
     try:
         run(**locals())
@@ -97,7 +98,8 @@ def main(out: Path | None, data_root: Path | None, epochs: int, batch_size: int,
         raise click.ClickException(str(exc)) from None
 
 
-def run(*, out, data_root, epochs, batch_size, lr, weight_decay, patience, max_minutes, threads, seed) -> None:
+def run(*, out, data_root, epochs, batch_size, lr, weight_decay, patience, max_minutes, threads, seed,
+        limit) -> None:
     hparams = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
     out = out if out is not None else models_dir() / f"{convnets.FMNIST_RESNET_NAME}.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -107,9 +109,9 @@ def run(*, out, data_root, epochs, batch_size, lr, weight_decay, patience, max_m
     hashes = {}
     for name in imagesets.FASHION_MNIST_SHA256:
         hashes[name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
-    train_x, train_y = imagesets.fashion_mnist_tensors("train", root=data_root)
-    val_x, val_y = imagesets.fashion_mnist_tensors("validation", root=data_root)
-    test_x, test_y = imagesets.fashion_mnist_tensors("test", root=data_root)
+    train_x, train_y = imagesets.fashion_mnist_tensors("train", limit=limit, root=data_root)
+    val_x, val_y = imagesets.fashion_mnist_tensors("validation", limit=limit, root=data_root)
+    test_x, test_y = imagesets.fashion_mnist_tensors("test", limit=limit, root=data_root)
     log(f"data: train {tuple(train_x.shape)}, validation {tuple(val_x.shape)}, test {tuple(test_x.shape)}")
 
     model = convnets.fmnist_resnet()
