@@ -101,6 +101,9 @@ def write_folder_atomically(out: Path, fill) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
     try:
         fill(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is meant to be shared
+        for path in tmp.iterdir():
+            path.chmod(0o644)
         old = None
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
