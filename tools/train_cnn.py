@@ -80,7 +80,7 @@ def log(msg: str) -> None:
               help="state_dict path [default: $WEIGHTCODEC_CACHE/models/fmnist-resnet.pt]")
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
               help="Fashion-MNIST folder [default: $WEIGHTCODEC_FASHION_MNIST or the Debian location]")
-@click.option("--epochs", default=3, help="cosine schedule length in epochs")
+@click.option("--epochs", default=1, help="cosine schedule length in epochs")
 @click.option("--batch-size", default=128)
 @click.option("--lr", default=0.1, help="peak SGD learning rate")
 @click.option("--weight-decay", default=5e-4)
@@ -89,8 +89,9 @@ def log(msg: str) -> None:
 @click.option("--threads", default=2, help="torch threads (the machine is shared)")
 @click.option("--seed", default=0)
 @click.option("--limit", type=int, default=None, help="use only the first N images of each split (smoke tests)")
+@click.option("--eval-every", default=86, help="also measure validation accuracy every N steps inside an epoch")
 def main(out: Path | None, data_root: Path | None, epochs: int, batch_size: int, lr: float, weight_decay: float,
-         patience: int, max_minutes: float, threads: int, seed: int, limit: int | None) -> None:
+         patience: int, max_minutes: float, threads: int, seed: int, limit: int | None, eval_every: int) -> None:
     """Train fmnist-resnet and save its float32 state_dict plus a JSON training record."""
     try:
         run(**locals())
@@ -99,7 +100,7 @@ def main(out: Path | None, data_root: Path | None, epochs: int, batch_size: int,
 
 
 def run(*, out, data_root, epochs, batch_size, lr, weight_decay, patience, max_minutes, threads, seed,
-        limit) -> None:
+        limit, eval_every) -> None:
     hparams = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
     out = out if out is not None else models_dir() / f"{convnets.FMNIST_RESNET_NAME}.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -148,9 +149,18 @@ def run(*, out, data_root, epochs, batch_size, lr, weight_decay, patience, max_m
             optim.step()
             loss_sum += loss.item()
             step += 1
+            if eval_every and (i + 1) % eval_every == 0 and i + 1 < steps_per_epoch:
+                mid_acc = accuracy(model, val_x, val_y)
+                model.train()
+                curve.append({"epoch": round(epoch - 1 + (i + 1) / steps_per_epoch, 3), "step": step,
+                              "train_loss": loss_sum / (i + 1), "val_top1": mid_acc,
+                              "lr_end": optim.param_groups[0]["lr"],
+                              "elapsed_s": round(time.time() - train_started, 1)})
+                log(f"step {step:5d} (epoch {curve[-1]['epoch']}) train loss {loss_sum / (i + 1):.4f} "
+                    f"val top-1 {mid_acc:.2f} %")
         val_acc = accuracy(model, val_x, val_y)
         elapsed = time.time() - train_started
-        curve.append({"epoch": epoch, "train_loss": loss_sum / steps_per_epoch, "val_top1": val_acc,
+        curve.append({"epoch": epoch, "step": step, "train_loss": loss_sum / steps_per_epoch, "val_top1": val_acc,
                       "lr_end": optim.param_groups[0]["lr"], "elapsed_s": round(elapsed, 1)})
         log(f"epoch {epoch:2d} train loss {loss_sum / steps_per_epoch:.4f} val top-1 {val_acc:.2f} % "
             f"{elapsed / 60:.1f} min")
