@@ -46,22 +46,6 @@ def seed_everything(seed: int, threads: int) -> None:
     torch.use_deterministic_algorithms(True)
 
 
-def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
-    """Random crop of the zero-padded image (pad pixels each side) and a random horizontal flip."""
-    n, c, h, w = x.shape
-    background = -imagesets.FASHION_MNIST_MEAN / imagesets.FASHION_MNIST_STD  # a black pixel, normalised
-    padded = torch.full((n, c, h + 2 * pad, w + 2 * pad), background, dtype=x.dtype)
-    padded[:, :, pad:pad + h, pad:pad + w] = x
-    oy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    ox = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    rows = (oy[:, None] + torch.arange(h))[:, :, None]  # (n, h, 1)
-    cols = (ox[:, None] + torch.arange(w))[:, None, :]  # (n, 1, w)
-    flip = torch.rand(n, generator=gen) < 0.5
-    cols = torch.where(flip[:, None, None], cols.flip(-1), cols)
-    out = padded[torch.arange(n)[:, None, None], 0, rows, cols]  # (n, h, w), c == 1
-    return out.unsqueeze(1)
-
-
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
     model.eval()
@@ -142,7 +126,7 @@ def run(*, out, data_root, epochs, batch_size, lr, weight_decay, patience, max_m
             for group in optim.param_groups:
                 group["lr"] = lr * warm * 0.5 * (1 + math.cos(math.pi * progress))
             idx = perm[i * batch_size:(i + 1) * batch_size]
-            xb = augment(train_x[idx], gen)
+            xb = imagesets.augment(train_x[idx], gen)
             loss = loss_fn(model(xb), train_y[idx])
             optim.zero_grad(set_to_none=True)
             loss.backward()

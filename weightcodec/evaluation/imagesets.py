@@ -20,6 +20,7 @@ Splits (fixed):
     for calibrating a compressed model (activation statistics, allocation) without touching test.
 
 Inputs are ``(pixel / 255 - 0.2860) / 0.3530`` as float32 ``(N, 1, 28, 28)``; labels int64.
+:func:`augment` is the training augmentation (random crop of the padded image, horizontal flip).
 """
 
 from __future__ import annotations
@@ -155,3 +156,25 @@ def fashion_mnist(split: ImageSplit = "test", *, limit: int | None = None, batch
     """Deterministic ``DataLoader`` of ``(inputs (B, 1, 28, 28) float32, labels (B,) int64)``, unshuffled."""
     inputs, labels = fashion_mnist_tensors(split, limit=limit, root=root)
     return DataLoader(TensorDataset(inputs, labels), batch_size=batch_size, shuffle=False)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, pad: int = 2) -> torch.Tensor:
+    """Training augmentation of normalised ``(N, 1, H, W)`` images, drawn from ``gen``.
+
+    A random ``H x W`` crop of the image padded by ``pad`` black pixels on each side, and a
+    horizontal flip with probability 0.5 (what ``tools/train_cnn.py`` trains with).
+    """
+    n, c, h, w = x.shape
+    if c != 1:
+        raise DatasetError(f"augment expects 1-channel images, got {c} channels")
+    background = -FASHION_MNIST_MEAN / FASHION_MNIST_STD  # a black pixel, normalised
+    padded = torch.full((n, c, h + 2 * pad, w + 2 * pad), background, dtype=x.dtype)
+    padded[:, :, pad:pad + h, pad:pad + w] = x
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    rows = (oy[:, None] + torch.arange(h))[:, :, None]  # (n, h, 1)
+    cols = (ox[:, None] + torch.arange(w))[:, None, :]  # (n, 1, w)
+    flip = torch.rand(n, generator=gen) < 0.5
+    cols = torch.where(flip[:, None, None], cols.flip(-1), cols)
+    out = padded[torch.arange(n)[:, None, None], 0, rows, cols]  # (n, h, w), c == 1
+    return out.unsqueeze(1)
