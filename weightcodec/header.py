@@ -18,6 +18,8 @@ from .errors import MalformedHeaderError, OffsetOutOfRangeError, UnknownCodecErr
 from .tiling import VALUE_OFFSET, TileLayout
 
 STORAGE_KINDS = ("raw", "int8", "hevc", "alias")
+#: dtypes an ``int8`` or ``hevc`` tensor may be restored to (the float32 result is rounded to them)
+QUANTIZABLE_DTYPES = ("float64", "float32", "float16", "bfloat16")
 COMPRESSIONS = ("none", "zstd")
 QUANT_SCHEMES = ("symmetric-int8",)
 #: Granularities a file can hold (``auto`` is an encoder setting, resolved before writing).
@@ -139,6 +141,8 @@ class QuantInfo:
         axis = get(obj, "axis", int, where)
         if not 0 <= axis < max(len(shape), 1):
             fail(f"{where}.axis {axis} is out of range for shape {list(shape)}")
+        if granularity == "per-channel" and not shape:
+            fail(f"{where}: a scalar has no channel axis, per-channel quantization is impossible")
         guard = obj.get("guard_db")
         if guard is not None and not isinstance(guard, (int, float)):
             fail(f"{where}.guard_db must be a number or null")
@@ -297,6 +301,9 @@ class TensorInfo:
         numel = math.prod(shape)
         if numel > MAX_ELEMENTS:
             fail(f"{where} has {numel} elements, more than the 2**40 a tensor may have")
+        if math.prod(d for d in shape if d) > MAX_ELEMENTS:
+            # an empty tensor too: torch.empty([2**32, 2**32, 0]) overflows computing its storage size
+            fail(f"{where}.shape {list(shape)}: its non-zero dimensions multiply to more than 2**40")
         storage = get(item, "storage", str, where)
         if storage not in STORAGE_KINDS:
             raise UnknownCodecError(f"{where} uses unknown storage kind {storage!r}")
@@ -309,9 +316,11 @@ class TensorInfo:
             return cls(name, dtype, shape, storage, None, alias_of=get(item, "alias_of", str, where), tied=tied)
         data = Segment.from_json(item.get("data"), f"{where}.data")
         quant = None
-        if storage in ("int8", "hevc") and not DTYPES[dtype].quantizable:
-            fail(f"{where}: a {dtype} tensor is never quantized (storage {storage!r}); only raw or alias")
         if storage in ("int8", "hevc"):
+            if dtype not in QUANTIZABLE_DTYPES:
+                # float32 -> integer conversion of out-of-range values differs between CPUs (x86
+                # gives INT_MIN, ARM saturates), and the writer only quantizes floating-point tensors
+                fail(f"{where}: a {storage} tensor must have a floating-point dtype, not {dtype!r}")
             quant = QuantInfo.from_json(get(item, "quant", dict, where), f"{where}.quant", shape)
         if storage in ("raw", "int8"):
             size = numel * (1 if storage == "int8" else DTYPES[dtype].itemsize)
