@@ -169,7 +169,8 @@ def _place(coded: CodedTensor, payload: ContainerWriter) -> TensorInfo:
     if coded.scales is not None:
         scales = payload.add(coded.scales)
         col_scales = payload.add(coded.col_scales) if coded.col_scales is not None else None
-        quant = QuantInfo(plan.granularity, coded.axis, scales, plan.guard_db, col_scales=col_scales)
+        granularity = "per-channel-2d" if col_scales is not None else plan.granularity
+        quant = QuantInfo(granularity, coded.axis, scales, plan.guard_db, col_scales=col_scales)
     data = payload.add(coded.data, compression=coded.compression)
     return TensorInfo(plan.name, plan.dtype, plan.shape, plan.storage, data, quant, coded.hevc)
 
@@ -178,7 +179,10 @@ def _layer_report(coded: CodedTensor, entry: TensorInfo) -> LayerReport:
     plan = coded.plan
     common = {}
     if plan.storage != "raw":
-        common = dict(granularity=plan.granularity, guard_db=plan.guard_db, guard_switched=plan.guard_switched,
+        granularity = "per-channel-2d" if plan.col_scales else plan.granularity
+        if granularity == "per-channel" and plan.axis:
+            granularity += f" (axis {plan.axis})"
+        common = dict(granularity=granularity, guard_db=plan.guard_db, guard_switched=plan.guard_switched,
                       guard_threshold_db=plan.guard_threshold_db)
     if coded.hevc is not None:
         stream = coded.hevc.stream

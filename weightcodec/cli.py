@@ -339,9 +339,15 @@ def info_command(file, as_json):
         if t.storage == "alias":
             storage = f"alias of {t.alias_of}" + (" (tied)" if t.tied else "")
         table.add_row(t.name, t.dtype, "x".join(map(str, t.shape)) or "scalar", storage,
-                      t.quant.granularity if t.quant else "-", _fmt(t.quant.guard_db if t.quant else None),
+                      _granularity(t.quant), _fmt(t.quant.guard_db if t.quant else None),
                       qp, tiles, profile, f"{stored:,}", f"{8 * stored / max(t.numel, 1):.2f}")
     out.print(table)
+
+
+def _granularity(quant) -> str:
+    if quant is None:
+        return "-"
+    return quant.granularity + (f" (axis {quant.axis})" if quant.granularity == "per-channel" and quant.axis else "")
 
 
 def _layout_summary(header) -> str:

@@ -1,4 +1,5 @@
-"""Column scales: int8 with one scale per row *and* one per column (format 2.1, FORMAT.md 3.2).
+"""Column scales: int8 with one scale per row *and* one per column (granularity ``per-channel-2d``,
+format 2.1, FORMAT.md 3.2).
 
 ``w[r, c] ~= (int8[r, c] * scale[r]) * col_scale[c]`` on the tensor viewed as a matrix
 ``(shape[0], prod(shape[1:]))``. The encoder divides every column by its root mean square
@@ -41,7 +42,7 @@ def quantize_with_col_scales(weights: np.ndarray) -> QuantizedTensor:
     cols = column_scales(matrix)
     normalised = (matrix / cols[None, :]).astype(np.float32)
     q = quantize(normalised, "per-channel", axis=0)
-    return QuantizedTensor(q.values.reshape(w.shape), q.scales, "per-channel", 0, cols)
+    return QuantizedTensor(q.values.reshape(w.shape), q.scales, "per-channel-2d", 0, cols)
 
 
 def apply_col_scales(values: np.ndarray, col_scales: np.ndarray) -> np.ndarray:

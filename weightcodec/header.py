@@ -23,7 +23,7 @@ QUANTIZABLE_DTYPES = ("float64", "float32", "float16", "bfloat16")
 COMPRESSIONS = ("none", "zstd")
 QUANT_SCHEMES = ("symmetric-int8",)
 #: Granularities a file can hold (``auto`` is an encoder setting, resolved before writing).
-STORED_GRANULARITIES = ("per-tensor", "per-channel")
+STORED_GRANULARITIES = ("per-tensor", "per-channel", "per-channel-2d")
 MODEL_KINDS = ("state_dict", "module", "safetensors", "hf-folder")
 #: What needs a format 2.1 reader (anything else is plain 2.0).
 MODEL_KINDS_2_1 = ("safetensors", "hf-folder")
@@ -114,7 +114,7 @@ class QuantInfo:
     scales: Segment
     guard_db: float | None  # the guard's figure in dB (None when per-tensor int8 is exact)
     scheme: str = "symmetric-int8"
-    col_scales: Segment | None = None  # version 2.1: one float32 per matrix column (per-channel, axis 0)
+    col_scales: Segment | None = None  # "per-channel-2d" (version 2.1): one float32 per matrix column
 
     def n_scales(self, shape: tuple[int, ...]) -> int:
         return 1 if self.granularity == "per-tensor" else shape[self.axis]
@@ -148,10 +148,10 @@ class QuantInfo:
             fail(f"{where}.guard_db must be a number or null")
         scales = Segment.from_json(obj.get("scales"), f"{where}.scales")
         col_scales = None
-        if obj.get("col_scales") is not None:
-            if granularity != "per-channel" or axis != 0 or len(shape) < 2:
-                fail(f"{where}.col_scales needs per-channel scales along axis 0 of a tensor of 2 or more dimensions")
-            col_scales = Segment.from_json(obj["col_scales"], f"{where}.col_scales")
+        if granularity == "per-channel-2d":
+            if axis != 0 or len(shape) < 2:
+                fail(f"{where}: per-channel-2d scales need axis 0 and a tensor of 2 or more dimensions")
+            col_scales = Segment.from_json(obj.get("col_scales"), f"{where}.col_scales")
             n_cols = cls.n_col_scales(shape)
             if col_scales.compression != "none" or col_scales.length != 4 * n_cols:
                 fail(f"{where}.col_scales must hold {n_cols} uncompressed float32 values")
