@@ -176,7 +176,8 @@ def main() -> None:
 @click.option("--trust-pickle", is_flag=True,
               help="Allow loading a pickled nn.Module. Unpickling runs code from the file: only for files you trust.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
-              help="Decode each stream after coding it and report its int8 error.")
+              help="Decode each stream after coding it: report its int8 error and store a checksum of the decoded "
+                   "values, so that any decoder detects a damaged stream instead of concealing it.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output file if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-layer report as JSON on stdout.")

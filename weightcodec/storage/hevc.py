@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -43,20 +45,31 @@ def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTens
     )
     rmse = max_err = None
     if ctx.verify:
-        error = tensor_error(decode_matrix(ctx.backend, stream, info, plan.name), matrix)
+        decoded = decode_matrix(ctx.backend, stream, info, plan.name)
+        error = tensor_error(decoded, matrix)
         rmse, max_err = error.rmse, int(error.max_abs)
+        info = replace(info, decoded_crc32=zlib.crc32(decoded))
     return CodedTensor(plan, stream, scales=scales_bytes(q), axis=q.axis, hevc=info, int8_rmse=rmse,
                        int8_max_error=max_err, seconds=time.perf_counter() - started)
 
 
 def decode_matrix(backend: FrameCodec, stream: bytes, info: HevcInfo, name: str) -> np.ndarray:
-    """The int8 matrix of one stream; the backend checks the stream against what the header promises."""
+    """The int8 matrix of one stream, checked against what the header promises: the backend checks
+    the pictures, then the values must have the CRC-32 the encoder's own decode gave (when recorded).
+
+    HEVC decoding is bit-exact by the standard, so a mismatch means a damaged stream that the
+    decoder concealed (flipped slice data decodes without error) or a non-conforming decoder.
+    """
     layout: TileLayout = info.layout
     try:
         frames = backend.decode(stream, PictureSpec(layout.frames, layout.tile_height, layout.tile_width, info.chroma))
     except CorruptStreamError as exc:
         raise CorruptStreamError(f"tensor {name!r}: {exc}") from None
-    return frames_to_matrix(frames, layout)
+    matrix = frames_to_matrix(frames, layout)
+    if info.decoded_crc32 is not None and zlib.crc32(matrix) != info.decoded_crc32:
+        raise CorruptStreamError(f"tensor {name!r}: the HEVC stream decodes to other values than the encoder's "
+                                 "(decoded CRC-32 mismatch): the stream is damaged or the decoder non-conforming")
+    return matrix
 
 
 def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[torch.Tensor, QuantizedTensor]:
