@@ -134,4 +134,43 @@ def _stop(pool: ProcessPoolExecutor) -> None:
             process.terminate()
 
 
-__all__ = ["check_workers", "default_workers", "ordered_map"]
+def ordered_thread_map(
+    fn: Callable[[J], R],
+    jobs: Iterable[J],
+    *,
+    workers: int = 1,
+    window: int | None = None,
+) -> Iterator[R]:
+    """``fn(job)`` for every job in a pool of ``workers`` threads, yielded in job order.
+
+    For work that releases the GIL (the HEVC decoders, zstd, numpy): decoding in threads shares
+    the file's memory map and hands big arrays back without copying them between processes. At
+    most ``window`` (default ``2 * workers``) jobs are submitted and not yet consumed. An
+    exception from ``fn`` is re-raised unchanged; on it, on Ctrl-C, or when the consumer stops
+    early, jobs not yet started are cancelled and running ones are waited for (nothing keeps
+    running after this returns).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = check_workers(workers)
+    if workers == 1:
+        for job in jobs:
+            yield fn(job)
+        return
+    window = window or 2 * workers
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="weightcodec")
+    pending: deque = deque()
+    try:
+        for job in jobs:
+            pending.append(pool.submit(fn, job))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+__all__ = ["check_workers", "default_workers", "ordered_map", "ordered_thread_map"]

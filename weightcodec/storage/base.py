@@ -73,8 +73,12 @@ def to_float32(array: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def quantize_planned(array: np.ndarray, plan: TensorPlan) -> QuantizedTensor:
-    """The tensor's int8 values and scales at the plan's granularity."""
-    return quantize(to_float32(array, plan.dtype), plan.granularity)
+    """The tensor's int8 values and scales at the plan's granularity (in row chunks: no float32
+    copy of the whole tensor)."""
+    shape = tuple(array.shape)
+    matrix = array.reshape(shape[0] if shape else 1, -1)
+    return quantize(array, plan.granularity, shape=shape,
+                    rows=lambda i, j: to_float32(matrix[i:j], plan.dtype))
 
 
 def scales_bytes(q: QuantizedTensor) -> bytes:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..backends import FrameCodec
+from ..backends.base import PictureSpec
 from ..errors import CorruptStreamError
 from ..header import HevcInfo, TensorInfo
 from ..hevc import parse_stream_info
@@ -50,15 +51,12 @@ def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTens
 
 
 def decode_matrix(backend: FrameCodec, stream: bytes, info: HevcInfo, name: str) -> np.ndarray:
-    """The int8 matrix of one stream, checked against the layout the header promises."""
+    """The int8 matrix of one stream; the backend checks the stream against what the header promises."""
     layout: TileLayout = info.layout
-    frames = backend.decode(stream)
-    expected = (layout.frames, layout.tile_height, layout.tile_width)
-    if frames.shape != expected:
-        raise CorruptStreamError(
-            f"tensor {name!r}: the HEVC stream decoded to {frames.shape[0]} frames of "
-            f"{frames.shape[2]}x{frames.shape[1]}, the header says {expected[0]} of {expected[2]}x{expected[1]}"
-        )
+    try:
+        frames = backend.decode(stream, PictureSpec(layout.frames, layout.tile_height, layout.tile_width, info.chroma))
+    except CorruptStreamError as exc:
+        raise CorruptStreamError(f"tensor {name!r}: {exc}") from None
     return frames_to_matrix(frames, layout)
 
 
