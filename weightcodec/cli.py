@@ -93,14 +93,24 @@ def _parse_size(text: str | None) -> int | None:
 
 
 def _progress(quiet: bool, description: str):
+    """A progress bar showing the weights done, the layers done and MB/s (1 MB = 1e6 weights,
+    i.e. int8 megabytes, as the benchmarks count), and the callback the API drives it with."""
     if quiet:
         return None, None
+    import time
+
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+                   TextColumn("{task.fields[layers]} layers  {task.fields[rate]}"),
                    TextColumn("{task.fields[layer]}"), TimeElapsedColumn(), console=console, transient=True)
-    task = bar.add_task(description, total=None, layer="")
+    task = bar.add_task(description, total=None, layer="", layers=0, rate="")
+    state = {"started": time.perf_counter(), "layers": 0}
 
     def update(name: str, done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total, layer=name)
+        if name:
+            state["layers"] += 1
+        elapsed = time.perf_counter() - state["started"]
+        rate = f"{done / elapsed / 1e6:.2f} MB/s" if elapsed > 0 and done else ""
+        bar.update(task, completed=done, total=total, layer=name, layers=state["layers"], rate=rate)
 
     return bar, update
 
@@ -258,9 +268,15 @@ def _print_notices(report: EncodeReport) -> None:
 @click.option("--max-output-size", metavar="SIZE", callback=lambda ctx, param, value: _parse_size(value),
               help="Refuse files whose tensors add up to more than SIZE (e.g. 500M) before decoding anything. "
                    "Decoding never uses more memory than the file declares; this caps what it may declare.")
+@click.option("--only", "only", multiple=True, metavar="PATTERN",
+              help="Decode only the tensors whose name matches this glob (e.g. 'model.layers.0.*'); the "
+                   "other segments of FILE are not even read. Repeatable. Writes a state_dict.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Threads decoding streams at once [default: all cores]. The output is the same bits "
+                   "whatever the number.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output file if it exists.")
 @click.option("-q", "--quiet", is_flag=True)
-def decode_command(file, output, as_state_dict, trust_pickle, backend, max_output_size, force, quiet):
+def decode_command(file, output, as_state_dict, trust_pickle, backend, max_output_size, only, workers, force, quiet):
     """Restore FILE to a torch.save file: a state_dict, or the nn.Module that was encoded.
 
     Quantized weights come back dequantized (int8 x scale) in their original dtype; loading the
@@ -272,7 +288,7 @@ def decode_command(file, output, as_state_dict, trust_pickle, backend, max_outpu
         bar.start()
     try:
         result = _run(decode, file, backend=backend, trust_pickle=trust_pickle, as_state_dict=as_state_dict,
-                      max_output_bytes=max_output_size, progress=update)
+                      max_output_bytes=max_output_size, only=only or None, workers=workers, progress=update)
         written = _run(save_torch, result.model, output)
         _mark_written(output)
     finally:
