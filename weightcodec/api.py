@@ -61,6 +61,7 @@ def encode(
     verify: bool = False,
     metadata: Mapping[str, str] | None = None,
     workers: int | None = None,
+    ray: str | None = None,
     progress: Progress | None = None,
 ) -> EncodeResult:
     """Encode a model (a path to ``torch.save`` output, a state_dict or an ``nn.Module``).
@@ -71,14 +72,15 @@ def encode(
     ``verify`` decodes every HEVC stream right after encoding it and records the int8 RMSE and
     maximum error in the report. ``workers`` processes code tensors in parallel (None: all cores
     when there is enough HEVC work to share, else 1); the file is the same byte for byte whatever
-    the number.
+    the number. ``ray`` ("auto" or a cluster address) codes the tensors as tasks on a Ray cluster
+    instead (:mod:`weightcodec.engines.ray_engine`); the file is the same byte for byte.
     """
     config = config or EncodeConfig()
     started = time.perf_counter()
     loaded = load_source(source, trust_pickle=trust_pickle)
     plan = plan_encode(loaded.state_dict, config)
     result = encode_planned(loaded, plan, output, config=config, verify=verify, metadata=metadata, workers=workers,
-                            progress=progress)
+                            ray=ray, progress=progress)
     return replace(result, report=replace(result.report, seconds=time.perf_counter() - started))
 
 
@@ -91,6 +93,7 @@ def encode_planned(
     verify: bool = False,
     metadata: Mapping[str, str] | None = None,
     workers: int | None = None,
+    ray: str | None = None,
     progress: Progress | None = None,
 ) -> EncodeResult:
     """Code every tensor as ``plan`` says and write the container (to ``output``, or to memory)."""
@@ -106,8 +109,14 @@ def encode_planned(
     if progress:
         progress("", 0, total)
     with ContainerWriter(output) as writer:
-        coded_tensors = ordered_map(_code_tensor, plan.tensors, workers=encode_workers(plan, workers),
-                                    context=(state_dict, ctx), describe=lambda t: f"tensor {t.name!r}")
+        if ray is not None:
+            from .engines.ray_engine import RayEngine
+
+            coded_tensors = RayEngine(ray).map(_code_array, ((t, as_numpy(state_dict[t.name])) for t in plan.tensors),
+                                                context=ctx, describe=lambda job: f"tensor {job[0].name!r}")
+        else:
+            coded_tensors = ordered_map(_code_tensor, plan.tensors, workers=encode_workers(plan, workers),
+                                        context=(state_dict, ctx), describe=lambda t: f"tensor {t.name!r}")
         for coded in coded_tensors:
             entry = _place(coded, writer)
             entries.append(entry)
@@ -147,6 +156,12 @@ def encode_workers(plan: EncodePlan, workers: int | None) -> int:
 def _code_tensor(plan: TensorPlan, context: tuple[Mapping[str, torch.Tensor], EncodeContext]) -> CodedTensor:
     state_dict, ctx = context
     return CODERS[plan.storage].encode(as_numpy(state_dict[plan.name]), plan, ctx)
+
+
+def _code_array(job: tuple[TensorPlan, "np.ndarray"], ctx: EncodeContext) -> CodedTensor:
+    """:func:`_code_tensor` for engines that ship each tensor with its job (Ray)."""
+    plan, array = job
+    return CODERS[plan.storage].encode(array, plan, ctx)
 
 
 def _place(coded: CodedTensor, payload: ContainerWriter) -> TensorInfo:

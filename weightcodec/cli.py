@@ -194,12 +194,19 @@ def main() -> None:
               help="Allow loading a pickled nn.Module. Unpickling runs code from the file: only for files you trust.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Decode each stream after coding it and report its int8 error.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes coding layers at once [default: all cores, when there is enough to share]; "
+                   "1: everything in this process. The file is the same bytes whatever the number.")
+@click.option("--ray", "ray_address", metavar="auto|ADDRESS", default=None,
+              help="Code the layers as tasks on a Ray cluster: 'auto' (the cluster `ray start` made here, or "
+                   "$RAY_ADDRESS) or the head's host:port. This machine reads the model and writes the file, "
+                   "byte-identical to a local encode. Needs weightcodec[distributed] on every node.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output file if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-layer report as JSON on stdout.")
 def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_granularity, guard_db, matrix_guard_db, chroma, preset,
-                   max_tile, target_size, code_conv, int8_only, no_zstd, backend, trust_pickle, verify, force, quiet,
-                   as_json):
+                   max_tile, target_size, code_conv, int8_only, no_zstd, backend, trust_pickle, verify, workers,
+                   ray_address, force, quiet, as_json):
     """Compress MODEL (a torch.save'd state_dict, or a pickled nn.Module with --trust-pickle)."""
     _run(check_model_path, model)
     output = output or model.with_suffix(".wcodec")
@@ -207,13 +214,15 @@ def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_gra
     config = _run(build_encode_config, qp=qp, lossless=lossless, layer_qp=layer_qp, granularity=granularity,
                   layer_granularity=layer_granularity, guard_db=guard_db, matrix_guard_db=matrix_guard_db, chroma=chroma, preset=preset,
                   max_tile=max_tile, code_conv=code_conv, int8_only=int8_only, no_zstd=no_zstd, backend=backend)
+    if target_size is not None and ray_address is not None:
+        raise UserError("--ray does not combine with --target-size (the size search runs on this machine)")
     bar, update = _progress(quiet or as_json, "encoding")
     if bar:
         bar.start()
     try:
         if target_size is None:
             result = _run(encode, model, output, config=config, trust_pickle=trust_pickle, verify=verify,
-                          progress=update)
+                          workers=workers, ray=ray_address, progress=update)
         else:
             result, _ = _run(encode_to_size, model, output, target_bytes=target_size, config=config,
                              trust_pickle=trust_pickle, verify=verify, progress=update)
