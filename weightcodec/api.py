@@ -100,8 +100,12 @@ def encode_planned(
     started = time.perf_counter()
     state_dict = loaded.state_dict
     backend = get_backend(config.backend) if plan.count("hevc") else None
+    workers = encode_workers(plan, workers) if ray is None else None
+    # x265's own threads where they help: all cores for one process, the cores' share for each
+    # worker of a pool (one per Ray task); no byte of the streams depends on it
+    threads = 1 if ray is not None else (max(1, default_workers() // workers) if workers > 1 else None)
     ctx = EncodeContext(backend=backend, zstd_level=config.zstd_level if config.compress_raw else None,
-                        verify=verify)
+                        verify=verify, threads=threads)
     total = sum(t.numel for t in plan.tensors)
     done = 0
     entries: list[TensorInfo] = []
@@ -115,7 +119,7 @@ def encode_planned(
             coded_tensors = RayEngine(ray).map(_code_array, ((t, as_numpy(state_dict[t.name])) for t in plan.tensors),
                                                 context=ctx, describe=lambda job: f"tensor {job[0].name!r}")
         else:
-            coded_tensors = ordered_map(_code_tensor, plan.tensors, workers=encode_workers(plan, workers),
+            coded_tensors = ordered_map(_code_tensor, plan.tensors, workers=workers,
                                         context=(state_dict, ctx), describe=lambda t: f"tensor {t.name!r}")
         for coded in coded_tensors:
             entry = _place(coded, writer)

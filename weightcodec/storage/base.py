@@ -29,6 +29,7 @@ class EncodeContext:
     backend: FrameCodec | None  # None when nothing is HEVC-coded
     zstd_level: int | None  # None: never compress
     verify: bool = False
+    threads: int | None = None  # x265 thread-pool size per encode (None: x265's default, all cores)
 
 
 @dataclass(frozen=True)

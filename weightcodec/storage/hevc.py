@@ -34,7 +34,10 @@ def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTens
     rows, cols = matrix_shape(plan.shape)
     layout = plan_tiles(rows, cols, max_height=settings.max_tile_height, max_width=settings.max_tile_width)
     matrix = q.values.reshape(rows, cols)
-    stream = ctx.backend.encode(matrix_to_frames(matrix, layout), settings)
+    frames = matrix_to_frames(matrix, layout)
+    # threads only when capped, so that a FrameCodec without the keyword still works in one process
+    stream = ctx.backend.encode(frames, settings) if ctx.threads is None else \
+        ctx.backend.encode(frames, settings, threads=ctx.threads)
     info = HevcInfo(
         layout=layout, chroma=settings.chroma, qp=None if settings.lossless else settings.qp,
         lossless=settings.lossless, preset=settings.preset, x265_params=settings.x265_params(),
