@@ -68,6 +68,49 @@ def frames_and_streams(wcodec: Path, sd: dict) -> tuple[bytes, bytes, dict]:
                                                "width": info.layout.tile_width, "height": info.layout.tile_height}
 
 
+def decoder_threads(wcodec: Path, repeats: int, cores: int) -> dict:
+    """libavcodec's own threads (slice threads over x265's WPP rows, frame threads over pictures)
+    against decoding several streams at once in threads (``api.decode(workers=)``), in-process.
+    Every variant's pictures are compared with the one-thread decode (they must be the same bits)."""
+    import av
+
+    from weightcodec import api
+
+    with ContainerReader(wcodec) as reader:
+        streams = [(reader.read(t.data, "s"), t.hevc.layout) for t in reader.header.tensors if t.storage == "hevc"]
+
+    def decode_all(thread_type: str, count: int) -> list[np.ndarray]:
+        planes = []
+        for stream, layout in streams:
+            ctx = av.CodecContext.create("hevc", "r")
+            ctx.thread_type, ctx.thread_count = thread_type, count
+            ctx.options = {"err_detect": "explode"}
+            for packet in [*ctx.parse(stream), *ctx.parse(None)]:
+                planes += [f.to_ndarray()[: layout.tile_height].copy() for f in ctx.decode(packet)]
+            planes += [f.to_ndarray()[: layout.tile_height].copy() for f in ctx.decode(None)]
+        return planes
+
+    reference = decode_all("SLICE", 1)
+    out = {}
+    for thread_type, count in (("SLICE", 1), ("SLICE", cores), ("FRAME", cores), ("AUTO", cores)):
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            planes = decode_all(thread_type, count)
+            times.append(time.perf_counter() - t)
+        out[f"libavcodec_{thread_type.lower()}_threads_{count}"] = {
+            "median_seconds": round(statistics.median(times), 3),
+            "bit_exact": len(planes) == len(reference) and all(np.array_equal(a, b) for a, b in zip(planes, reference))}
+    for workers in sorted({1, cores}):
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            api.decode(wcodec, workers=workers)
+            times.append(time.perf_counter() - t)
+        out[f"api_decode_workers_{workers}"] = {"median_seconds": round(statistics.median(times), 3)}
+    return out
+
+
 def timed(cmd: list[str], *, stdin: bytes | None = None, env: dict | None = None) -> float:
     started = time.perf_counter()
     subprocess.run(cmd, input=stdin, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -130,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"decode({str(tmp / 'ref.wcodec')!r}); print(time.perf_counter()-t)")
             out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, check=True, capture_output=True)
             runs["wcodec_decode_api"].append(float(out.stdout.split()[-1]))
+        result["decode_threads"] = decoder_threads(tmp / "ref.wcodec", args.repeats, cores)
         result["machine"]["load_after"] = loadavg()
         med = {k: statistics.median(v) for k, v in runs.items()}
         for key, values in runs.items():

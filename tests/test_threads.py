@@ -29,3 +29,24 @@ def test_x265_threads_change_no_byte(name, preset, frames):
     assert np.max(np.abs(decoded.astype(int) - frames)) <= 40  # a real lossy reconstruction
     with pytest.raises(ConfigError, match="threads"):
         backend.encode(frames, settings, threads=0)
+
+
+def test_efforts_map_to_presets_and_params_and_small_matrices_keep_8x8_blocks():
+    from weightcodec.config import EFFORTS, SMALL_MATRIX_WEIGHTS, build_encode_config
+
+    default = HevcSettings()
+    assert default.effort == "default" and default.preset == "medium"
+    assert "min-cu-size=16" in default.x265_params() and "rd=2" in default.x265_params()
+    small = default.for_matrix(SMALL_MATRIX_WEIGHTS - 1)
+    assert "min-cu-size=8" in small.x265_params() and "rd=2" in small.x265_params()
+    assert default.for_matrix(SMALL_MATRIX_WEIGHTS) is default
+    assert HevcSettings(effort="max").preset == "veryslow" and "min-cu-size" not in HevcSettings(effort="max").x265_params()
+    assert HevcSettings(effort="fast").for_matrix(10).x265_params().count("min-cu-size=32") == 1
+    # an explicit preset or parameter wins over the effort's
+    assert HevcSettings(preset="slow").preset == "slow"
+    mine = HevcSettings(extra_x265_params=(("min-cu-size", "32"),)).for_matrix(100)
+    assert "min-cu-size=32" in mine.x265_params() and "min-cu-size=8" not in mine.x265_params()
+    assert build_encode_config(effort="fast").hevc.x265_params() == HevcSettings(effort="fast").x265_params()
+    with pytest.raises(ConfigError, match="effort"):
+        HevcSettings(effort="turbo")
+    assert set(EFFORTS) == {"fast", "default", "max"}

@@ -20,7 +20,9 @@ from .backends import available_backends
 from .config import (
     CHROMA_FORMATS,
     DEFAULT_MATRIX_GUARD_SQNR_DB,
+    DEFAULT_EFFORT,
     DEFAULT_GUARD_SQNR_DB,
+    EFFORTS,
     GRANULARITIES,
     X265_PRESETS,
     EncodeConfig,
@@ -178,7 +180,13 @@ def main() -> None:
 @click.option("--chroma", type=click.Choice(CHROMA_FORMATS), default="yuv420p", show_default=True,
               help="yuv420p: HEVC Main profile with flat chroma (phone decoders); gray: 4:0:0, a range-"
                    "extensions profile most phone hardware cannot decode.")
-@click.option("--preset", type=click.Choice(X265_PRESETS), default="medium", show_default=True, help="x265 speed preset.")
+@click.option("--effort", type=click.Choice(tuple(EFFORTS)), default=DEFAULT_EFFORT, show_default=True,
+              help="Encoder speed against size, measured per CPU core against the old default (x265 medium; "
+                   "docs/ENCODER.md section 9). default: 3x faster for about 1 % more bytes at equal int8 "
+                   "error (16x16 blocks, small matrices keep 8x8). fast: 5.6x faster, about 2.3 % more bytes. "
+                   "max: x265 veryslow, the smallest files (0.2 % fewer bytes), 1.5x slower than the old default.")
+@click.option("--preset", type=click.Choice(X265_PRESETS), default=None,
+              help="Override the effort's x265 preset (its weight-tuned parameters stay).")
 @click.option("--max-tile", default="4096x2160", show_default=True, metavar="WxH",
               help="Largest frame; bigger matrices are split into tiles.")
 @click.option("--target-size", metavar="SIZE", callback=lambda ctx, param, value: _parse_size(value),
@@ -204,7 +212,7 @@ def main() -> None:
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output file if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-layer report as JSON on stdout.")
-def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_granularity, guard_db, matrix_guard_db, chroma, preset,
+def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_granularity, guard_db, matrix_guard_db, chroma, effort, preset,
                    max_tile, target_size, code_conv, int8_only, no_zstd, backend, trust_pickle, verify, workers,
                    ray_address, force, quiet, as_json):
     """Compress MODEL (a torch.save'd state_dict, or a pickled nn.Module with --trust-pickle)."""
@@ -212,7 +220,7 @@ def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_gra
     output = output or model.with_suffix(".wcodec")
     _check_output(output, force)
     config = _run(build_encode_config, qp=qp, lossless=lossless, layer_qp=layer_qp, granularity=granularity,
-                  layer_granularity=layer_granularity, guard_db=guard_db, matrix_guard_db=matrix_guard_db, chroma=chroma, preset=preset,
+                  layer_granularity=layer_granularity, guard_db=guard_db, matrix_guard_db=matrix_guard_db, chroma=chroma, effort=effort, preset=preset,
                   max_tile=max_tile, code_conv=code_conv, int8_only=int8_only, no_zstd=no_zstd, backend=backend)
     if target_size is not None and ray_address is not None:
         raise UserError("--ray does not combine with --target-size (the size search runs on this machine)")

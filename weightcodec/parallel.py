@@ -54,6 +54,9 @@ def check_workers(workers: int | None) -> int:
 def _init_worker(parent: int, context: Any) -> None:
     global _CONTEXT
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    # the parent ends workers with SIGTERM: die quietly, whatever handler the parent had installed
+    # (the CLI turns SIGTERM into KeyboardInterrupt, which would print a traceback per worker)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent(parent)
     if context is not None:
         _CONTEXT = context
@@ -101,6 +104,7 @@ def ordered_map(
                                initargs=(os.getpid(), None if inherit else context))
     pending: deque = deque()
     window = window or 2 * workers
+    stopped = False
     try:
         iterator = iter(jobs)
         for job in iterator:
@@ -110,11 +114,14 @@ def ordered_map(
         while pending:
             yield _result(*pending.popleft(), describe)
     except BaseException:
+        stopped = True
         _stop(pool)
         raise
     finally:
         _CONTEXT = previous
-        pool.shutdown(wait=True, cancel_futures=True)
+        # after _stop the workers are gone (reaped there): waiting for the executor's threads could
+        # hang on a pipe a killed worker left half-read, so only a normal end waits
+        pool.shutdown(wait=not stopped, cancel_futures=True)
 
 
 def _result(job: Any, future, describe: Callable[[Any], str]) -> Any:
@@ -132,6 +139,11 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     for process in processes:
         if process.is_alive():
             process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+        if process.is_alive():  # pragma: no cover - a worker that ignores SIGTERM
+            process.kill()
+            process.join(timeout=5)
 
 
 def ordered_thread_map(

@@ -29,9 +29,9 @@ def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
 
 def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTensor:
     started = time.perf_counter()
-    settings = plan.hevc
-    q = quantize_planned(array, plan)
     rows, cols = matrix_shape(plan.shape)
+    settings = plan.hevc.for_matrix(rows * cols)
+    q = quantize_planned(array, plan)
     layout = plan_tiles(rows, cols, max_height=settings.max_tile_height, max_width=settings.max_tile_width)
     matrix = q.values.reshape(rows, cols)
     frames = matrix_to_frames(matrix, layout)
