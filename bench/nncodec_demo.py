@@ -21,28 +21,31 @@ RMSE is against the original float32 weights, over all values.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
+
+from weightcodec.measure import int8_error
 
 from .nncodec_client import run_nncodec
 from .nncodec_env import ensure_nncodec_venv, read_marker
 
-MNIST = Path("/work/shared/assets/mnist/mlp_784_500_250_10.pth")
-MOBILENET = Path("/work/shared/assets/mobilenet_v2/mobilenet_v2_imagenet.pth")
 FLOAT_QPS = (-38, -32, -26, -20)
+#: (row label, registry model name, tensors or None for all of them)
+MODELS = (("MNIST MLP (all 6 tensors)", "mnist-mlp", None),
+          ("MobileNetV2 classifier.1.weight", "mobilenet_v2", ["classifier.1.weight"]))
 
 
-def load_tensors(path: Path, keys: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Load a state_dict with torch (project venv) and return float32 numpy arrays."""
-    import torch
+def load_tensors(model: str, keys: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The registry model's weights (project venv) as float32 numpy arrays."""
+    from weightcodec.evaluation import get_model_spec, load_state_dict_file
 
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    sd = load_state_dict_file(get_model_spec(model).weights_path())
     names = keys if keys is not None else list(sd)
     return {k: sd[k].detach().float().numpy().copy() for k in names}
 
@@ -57,8 +60,7 @@ def int8_quantize(w: np.ndarray) -> tuple[np.ndarray, float]:
 
 def rmse(ref: dict[str, np.ndarray], rec: dict[str, np.ndarray]) -> float:
     """RMSE over all values of all tensors."""
-    sq = sum(float(np.sum((rec[k].astype(np.float64) - ref[k].astype(np.float64)) ** 2)) for k in ref)
-    return float(np.sqrt(sq / sum(v.size for v in ref.values())))
+    return int8_error(rec, ref).rmse
 
 
 def _row(label: str, nbytes: int, numel: int, err: float, exact: str, enc: float | None, dec: float | None,
@@ -145,27 +147,27 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(description="nncodec demo on real weights")
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
-    args = parser.parse_args(argv)
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the rows as JSON here.")
+def main(json_path):
+    """nncodec demo on real weights (the registry's mnist-mlp and mobilenet_v2)."""
+    from weightcodec.errors import WeightcodecError
 
     ensure_nncodec_venv()
-    models = {
-        "MNIST MLP (all 6 tensors)": load_tensors(MNIST),
-        "MobileNetV2 classifier.1.weight": load_tensors(MOBILENET, ["classifier.1.weight"]),
-    }
+    try:
+        models = {label: load_tensors(model, keys) for label, model, keys in MODELS}
+    except WeightcodecError as exc:
+        raise click.ClickException(str(exc)) from None
     rows: list[dict[str, Any]] = []
     for name, weights in models.items():
         rows += bench_model(name, weights)
     sys.stdout.write(to_markdown(rows) + "\n")
     sys.stdout.write(f"\nnncodec venv: {json.dumps(read_marker())}\n")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"venv": read_marker(), "rows": rows}, indent=2))
-    return 0
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({"venv": read_marker(), "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

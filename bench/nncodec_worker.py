@@ -3,7 +3,9 @@
 
 This script runs under the *nncodec venv's* python (numpy 1.x, see
 ``bench/nncodec_env.py``), never in the project venv, and imports nothing from
-the project.  It is driven by ``bench/nncodec_client.py``::
+the project; that is also why it parses its arguments with the standard
+library's argparse rather than the project's click (the venv has neither click
+nor weightcodec).  It is driven by ``bench/nncodec_client.py``::
 
     python nncodec_worker.py --job job.json --arrays in.npz \\
         --out out.npz --result result.json [--bitstream out.nnc]

@@ -1,33 +1,13 @@
+"""Shared fixtures. Helper functions are in tests/helpers.py (import them from there, not from here)."""
+
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def assets_dir() -> Path:
-    return Path(os.environ.get("WEIGHTCODEC_ASSETS", REPO.parent / "shared" / "assets"))
-
-
-def require_asset(*parts: str) -> Path:
-    path = assets_dir().joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared asset {path} is absent")
-    return path
-
-
-def smooth_matrix(rows: int, cols: int, seed: int = 0) -> np.ndarray:
-    """A weight-like float32 matrix: Gaussian with some row/column structure (codes like real weights)."""
-    rng = np.random.default_rng(seed)
-    base = rng.normal(0, 1, (rows, cols))
-    base += 0.5 * rng.normal(0, 1, (rows, 1)) + 0.5 * rng.normal(0, 1, (1, cols))
-    return (0.05 * base).astype(np.float32)
+from tests.helpers import smooth_matrix
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import smooth_matrix
+from tests.helpers import smooth_matrix
 from weightcodec import EncodeConfig, HevcSettings, decode, encode
 from weightcodec.allocate import allocate_qps, choose_qps, encode_to_size, QpOption
 from weightcodec.errors import ConfigError

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import require_asset, smooth_matrix
+from tests.helpers import require_asset, smooth_matrix
 from weightcodec.backends import PictureSpec, check_stream, get_backend
 from weightcodec.config import HevcSettings
 from weightcodec.errors import CorruptStreamError

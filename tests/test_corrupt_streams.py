@@ -8,20 +8,16 @@ crop), a 10-bit and a 4:4:4 stream, gray where 4:2:0 is promised, and video bomb
 from __future__ import annotations
 
 import shutil
-import sys
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
-from conftest import REPO
+from tools.fuzz_decode import MUTATION_KINDS, dec265, mutate
 from weightcodec.backends import PictureSpec, check_stream, ffmpeg_cli, get_backend, pyav
 from weightcodec.config import HevcSettings
 from weightcodec.errors import BackendError, BackendUnavailableError, ConfigError, CorruptStreamError, WeightcodecError
 from weightcodec.hevc import NAL_SPS, _Bits, _rbsp, iter_nal_units, nal_type, parse_sps, parse_stream_info
-
-sys.path.insert(0, str(REPO))
-from tools.fuzz_decode import MUTATION_KINDS, dec265, mutate  # noqa: E402
 
 BACKENDS = ("pyav", "ffmpeg")
 SHAPE = (2, 64, 96)  # frames, height, width

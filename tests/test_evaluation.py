@@ -1,4 +1,4 @@
-"""Tests of weightcodec.evaluation: models, datasets, metrics, and the shipped example model.
+"""Tests of weightcodec.evaluation: the model registry, models, datasets, metrics, the shipped example.
 
 Tests that need the read-only shared assets (``$WEIGHTCODEC_ASSETS`` or ``<repo>/../shared/assets``)
 are skipped when that directory or the needed asset is absent.
@@ -19,42 +19,45 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from weightcodec.errors import (
+    AssetNotFoundError,
+    DatasetError,
+    EvaluationError,
+    ModelLoadError,
+    UnknownModelError,
+    UntrustedPickleError,
+    WeightcodecError,
+)
 from weightcodec.evaluation import (
     ASSETS_ENV_VAR,
-    DatasetChoice,
-    build_architecture,
+    Evaluator,
+    ModelSpec,
+    available_models,
     build_model,
     default_assets_dir,
-    default_dataset_for,
-    default_loader,
-    default_weights_for,
     digits,
     digits_arrays,
     digits_split_indices,
     evaluate,
+    fit_state_dict,
+    get_model_spec,
     imagenet_folder,
     load_state_dict_file,
-    load_state_dict_into,
     make_loader,
     mnist_idx,
+    register,
+    registered_models,
+    zoo,
 )
 from weightcodec.evaluation.models import digits_mlp
+from tests.helpers import REPO, require_asset
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DIGITS_WEIGHTS = REPO_ROOT / "data" / "digits_mlp.pt"
+DIGITS_WEIGHTS = REPO / "data" / "digits_mlp.pt"
 
 
 @pytest.fixture(scope="module")
 def shipped_digits_model() -> nn.Module:
     return build_model("digits-mlp", DIGITS_WEIGHTS)
-
-
-def _require_asset(*parts: str) -> Path:
-    """Return the asset path, or skip the test when the shared assets are not available."""
-    path = default_assets_dir().joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared asset not available: {path}")
-    return path
 
 
 def _loader(inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 3) -> DataLoader:
@@ -86,9 +89,9 @@ def test_digits_loader_order_scaling_and_limit() -> None:
     assert inputs.shape == (100, 64)
     np.testing.assert_array_equal(inputs.numpy(), features[:100])
     np.testing.assert_array_equal(targets.numpy(), labels[:100])
-    with pytest.raises(ValueError):
+    with pytest.raises(DatasetError):
         digits_arrays("validation")  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
+    with pytest.raises(DatasetError):
         digits(limit=0)
 
 
@@ -122,9 +125,9 @@ def test_wrong_models_score_low(shipped_digits_model: nn.Module) -> None:
     rotated = dict(state_dict)
     rotated["5.weight"] = torch.roll(state_dict["5.weight"], shifts=1, dims=0)
     rotated["5.bias"] = torch.roll(state_dict["5.bias"], shifts=1, dims=0)
-    assert evaluate(load_state_dict_into("digits-mlp", rotated), test_loader)["top1"] < 10.0
+    assert evaluate(fit_state_dict(digits_mlp(), rotated), test_loader)["top1"] < 10.0
 
-    untrained = build_model("digits-mlp", None)
+    untrained = get_model_spec("digits-mlp").build()
     assert evaluate(untrained, test_loader)["top1"] < 50.0
 
 
@@ -154,9 +157,9 @@ def test_evaluate_with_fewer_than_five_classes_and_restores_mode() -> None:
 
 
 def test_evaluate_rejects_empty_loader_and_bad_output() -> None:
-    with pytest.raises(ValueError, match="no samples"):
+    with pytest.raises(DatasetError, match="no samples"):
         evaluate(nn.Identity(), _loader(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)))
-    with pytest.raises(ValueError, match="output has shape"):
+    with pytest.raises(DatasetError, match="output has shape"):
         evaluate(nn.Flatten(0), _loader(torch.zeros(2, 4), torch.zeros(2, dtype=torch.long)))
 
 
@@ -165,58 +168,68 @@ def test_evaluate_rejects_empty_loader_and_bad_output() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_unknown_spec_and_missing_weights_raise(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown model spec"):
-        build_model("no-such-model", None)
-    with pytest.raises(FileNotFoundError):
+def test_unknown_name_and_missing_weights_raise(tmp_path: Path) -> None:
+    with pytest.raises(UnknownModelError, match="digits-mlp, mnist-mlp, mobilenet_v2"):
+        get_model_spec("no-such-model")  # the message lists the registered names
+    with pytest.raises(UnknownModelError):
+        build_model("no-such-model")
+    with pytest.raises(AssetNotFoundError):
         build_model("digits-mlp", tmp_path / "missing.pt")
-    with pytest.raises(ValueError):
-        build_architecture("pickle")
+    with pytest.raises(UnknownModelError):
+        get_model_spec("pickle")  # not a model: the architecture is inside the pickled file
+    with pytest.raises(AssetNotFoundError, match="no known weights"):
+        get_model_spec("resnet18").weights_path()
 
 
 def test_state_dict_round_trip_and_mismatch(shipped_digits_model: nn.Module) -> None:
     state_dict = shipped_digits_model.state_dict()
-    rebuilt = load_state_dict_into("digits-mlp", state_dict)
+    rebuilt = fit_state_dict(digits_mlp(), state_dict)
     assert not rebuilt.training
     for name, tensor in rebuilt.state_dict().items():
         assert torch.equal(tensor, state_dict[name])
-    # Template module (how "pickle" models are reloaded): deep-copied, the template is untouched.
+    # The template is deep-copied and left unchanged (how an Evaluator scores other weights).
     template = digits_mlp()
     before = template.state_dict()["1.weight"].clone()
-    from_template = load_state_dict_into(template, state_dict)
+    from_template = fit_state_dict(template, state_dict)
     assert torch.equal(from_template.state_dict()["1.weight"], state_dict["1.weight"])
     assert torch.equal(template.state_dict()["1.weight"], before)
-    with pytest.raises(ValueError, match="does not fit"):
-        load_state_dict_into("mnist-mlp", state_dict)
+    with pytest.raises(ModelLoadError, match="does not fit"):
+        fit_state_dict(get_model_spec("mnist-mlp").build(), state_dict)
 
 
 def test_torchvision_architecture_loads_local_state_dict(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    reference = build_architecture("squeezenet1_1")
+    spec = get_model_spec("squeezenet1_1")  # made on the fly: ImageNet, torchvision preprocessing
+    assert (spec.dataset, spec.preprocessing, spec.metric, spec.weights) == ("imagenet", "torchvision", "top1", None)
+    reference = spec.build()
     weights = tmp_path / "squeezenet.pth"
     torch.save(reference.state_dict(), weights)
     loaded = build_model("squeezenet1_1", weights)
     for name, tensor in reference.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor)
-    # DataParallel-style "module." prefixes and {"state_dict": ...} checkpoints are accepted.
+    # DataParallel-style "module." prefixes are dropped when fitted into the architecture ...
+    prefixed = {f"module.{k}": v for k, v in reference.state_dict().items()}
+    assert set(fit_state_dict(spec.build(), prefixed).state_dict()) == set(reference.state_dict())
+    # ... and a training checkpoint is refused with the loader's hint, as `wcodec encode` does.
     wrapped = tmp_path / "wrapped.pth"
-    torch.save({"state_dict": {f"module.{k}": v for k, v in reference.state_dict().items()}}, wrapped)
-    assert set(load_state_dict_file(wrapped)) == set(reference.state_dict())
+    torch.save({"state_dict": prefixed, "epoch": 3}, wrapped)
+    with pytest.raises(ModelLoadError, match="save its 'state_dict' entry on its own"):
+        load_state_dict_file(wrapped)
 
 
-def test_pickle_spec_requires_trust(tmp_path: Path, shipped_digits_model: nn.Module) -> None:
+def test_pickle_requires_trust(tmp_path: Path, shipped_digits_model: nn.Module) -> None:
     pickled = tmp_path / "whole_model.pt"
     torch.save(shipped_digits_model, pickled)
-    with pytest.raises(ValueError, match="trust_pickle"):
+    with pytest.raises(UntrustedPickleError, match="trust"):
         build_model("pickle", pickled)
-    with pytest.raises(ValueError, match="pickled model"):
+    with pytest.raises(UntrustedPickleError):
         build_model("digits-mlp", pickled)  # weights_only=True refuses a whole module
     model = build_model("pickle", pickled, trust_pickle=True)
     assert evaluate(model, digits(split="test", limit=50)) == evaluate(
         shipped_digits_model, digits(split="test", limit=50))
     state_dict_file = tmp_path / "state_dict.pt"
     torch.save(shipped_digits_model.state_dict(), state_dict_file)
-    with pytest.raises(ValueError, match="nn.Module"):
+    with pytest.raises(ModelLoadError, match="not a pickled nn.Module"):
         build_model("pickle", state_dict_file, trust_pickle=True)
 
 
@@ -258,7 +271,7 @@ def test_mnist_idx_reads_and_normalises(tmp_path: Path) -> None:
     assert inputs[0, 0].item() == pytest.approx(-0.1307 / 0.3081)
     assert inputs[1, 0].item() == pytest.approx((1 - 0.1307) / 0.3081)
     assert len(mnist_idx(tmp_path, limit=2).dataset) == 2  # type: ignore[arg-type]
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(AssetNotFoundError):
         mnist_idx(tmp_path / "nowhere")
 
 
@@ -284,10 +297,10 @@ def test_imagenet_labels_csv_layout(tmp_path: Path, preprocessing: str) -> None:
     assert labels.tolist() == [5, 999]  # labels.csv order, not file-name order
     if preprocessing == "tf-inception":
         assert inputs.min() >= -1.0 and inputs.max() <= 127 / 128
-    with pytest.raises(ValueError, match="preprocessing"):
+    with pytest.raises(DatasetError, match="preprocessing"):
         imagenet_folder(tmp_path, preprocessing="caffe")  # type: ignore[arg-type]
     (tmp_path / "images" / "c.png").unlink()
-    with pytest.raises(FileNotFoundError, match="missing"):
+    with pytest.raises(AssetNotFoundError, match="missing"):
         imagenet_folder(tmp_path)
 
 
@@ -301,26 +314,71 @@ def test_imagenet_class_folder_layout(tmp_path: Path) -> None:
     inputs, labels = next(iter(loader))
     assert labels.tolist() == [1, 3] and inputs.shape == (2, 3, 224, 224)
     (tmp_path / "n00000999").rmdir()
-    with pytest.raises(ValueError, match="class folders"):
+    with pytest.raises(DatasetError, match="class folders"):
         imagenet_folder(tmp_path)
 
 
-def test_dataset_registry_and_assets_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert default_dataset_for("digits-mlp") == DatasetChoice("digits")
-    assert default_dataset_for("mnist-mlp") == DatasetChoice("mnist")
-    assert default_dataset_for("mobilenet_v2") == DatasetChoice("imagenet", "tf-inception")
-    assert default_dataset_for("resnet18") == DatasetChoice("imagenet", "torchvision")
-    with pytest.raises(ValueError):
-        default_dataset_for("pickle")
-    with pytest.raises(ValueError):
+def test_assets_location_and_missing_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(DatasetError):
         make_loader("cifar10")
-    assert default_weights_for("digits-mlp") == DIGITS_WEIGHTS
+    with pytest.raises(DatasetError, match="fixed preprocessing"):
+        make_loader("digits", preprocessing="tf-inception")
+    assert get_model_spec("digits-mlp").weights_path() == DIGITS_WEIGHTS  # in the repository
     monkeypatch.setenv(ASSETS_ENV_VAR, str(tmp_path / "assets"))
     assert default_assets_dir() == tmp_path / "assets"
-    with pytest.raises(FileNotFoundError, match=ASSETS_ENV_VAR):
-        default_loader("mnist-mlp")
-    with pytest.raises(FileNotFoundError):
-        default_weights_for("mnist-mlp")
+    with pytest.raises(AssetNotFoundError, match=ASSETS_ENV_VAR):
+        make_loader("mnist")
+    with pytest.raises(AssetNotFoundError):
+        get_model_spec("mnist-mlp").weights_path()
+    with pytest.raises(AssetNotFoundError):
+        Evaluator.create("mnist-mlp")
+    assert get_model_spec("digits-mlp").weights_path() == DIGITS_WEIGHTS  # the repo wins over the assets
+
+
+# ---------------------------------------------------------------------------------------------
+# the model registry
+# ---------------------------------------------------------------------------------------------
+
+
+def test_registered_models_and_their_data() -> None:
+    assert registered_models() == ["digits-mlp", "mnist-mlp", "mobilenet_v2"]
+    assert available_models()[:3] == registered_models() and "resnet18" in available_models()
+    assert [(get_model_spec(n).dataset, get_model_spec(n).preprocessing) for n in registered_models()] == [
+        ("digits", None), ("mnist", None), ("imagenet", "tf-inception")]
+    assert {get_model_spec(n).metric for n in registered_models()} == {"top1"}
+
+
+@pytest.mark.parametrize("name", ["digits-mlp", "mnist-mlp", "mobilenet_v2"])
+def test_every_registered_entry_builds_and_its_weights_resolve_or_are_missing(name: str) -> None:
+    spec = get_model_spec(name)
+    model = spec.build()
+    assert isinstance(model, nn.Module) and sum(p.numel() for p in model.parameters()) > 0
+    try:
+        path = spec.weights_path()
+    except AssetNotFoundError:
+        return  # shared assets absent here: the error says so, nothing else is raised
+    assert path.is_file()
+    state_dict = load_state_dict_file(path)
+    assert set(state_dict) == set(model.state_dict())  # the weights fit the architecture
+
+
+def test_a_new_model_is_one_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(zoo, "_REGISTRY", dict(zoo._REGISTRY))  # undone after the test
+    register(ModelSpec(name="digits-copy", build=digits_mlp, weights="data/digits_mlp.pt", dataset="digits",
+                       description="the example again, under another name"))
+    evaluator = Evaluator.create("digits-copy")
+    assert evaluator.metric == "top1" and evaluator.score() == Evaluator.create("digits-mlp").score()
+    with pytest.raises(EvaluationError, match="unknown metric"):
+        register(ModelSpec(name="lm", build=digits_mlp, weights=None, dataset="digits", metric="bleu"))
+    with pytest.raises(DatasetError, match="unknown data set"):
+        register(ModelSpec(name="cifar", build=digits_mlp, weights=None, dataset="cifar10"))
+    assert "lm" not in registered_models() and "cifar" not in registered_models()
+
+
+def test_evaluation_errors_are_weightcodec_errors() -> None:
+    for error in (UnknownModelError, AssetNotFoundError, DatasetError, ModelLoadError, UntrustedPickleError):
+        assert issubclass(error, WeightcodecError)
+    assert issubclass(AssetNotFoundError, FileNotFoundError) and issubclass(UnknownModelError, ValueError)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,30 +387,29 @@ def test_dataset_registry_and_assets_location(tmp_path: Path, monkeypatch: pytes
 
 
 def test_mnist_mlp_asset_accuracy() -> None:
-    _require_asset("mnist", "t10k-images-idx3-ubyte.gz")
-    model = build_model("mnist-mlp", default_weights_for("mnist-mlp"))
-    first_2000 = evaluate(model, default_loader("mnist-mlp", limit=2000))
+    require_asset("mnist", "t10k-images-idx3-ubyte.gz")
+    require_asset("mnist", "mlp_784_500_250_10.pth")
+    model = build_model("mnist-mlp")
+    first_2000 = evaluate(model, make_loader("mnist", limit=2000))
     assert first_2000["n"] == 2000
     assert 94.0 <= first_2000["top1"] <= 98.5  # measured 95.70 on the first 2000 images
-    full = evaluate(model, default_loader("mnist-mlp"))
+    full = evaluate(model, make_loader("mnist"))
     assert full["n"] == 10_000
     assert full["top1"] == pytest.approx(96.73, abs=0.2)  # asset README: 96.73 / 99.94
     assert full["top5"] >= full["top1"]
 
 
 def test_mobilenet_v2_asset_accuracy() -> None:
-    _require_asset("imagenet-val1000", "labels.csv")
-    _require_asset("mobilenet_v2", "mobilenet_v2_imagenet.pth")
-    model = build_model("mobilenet_v2", default_weights_for("mobilenet_v2"))
-    result = evaluate(model, default_loader("mobilenet_v2", limit=100))
+    require_asset("imagenet-val1000", "labels.csv")
+    require_asset("mobilenet_v2", "mobilenet_v2_imagenet.pth")
+    model = build_model("mobilenet_v2")
+    result = evaluate(model, make_loader("imagenet", preprocessing="tf-inception", limit=100))
     assert result["n"] == 100
     assert result["top1"] >= 75.0  # measured 87.0 / 97.0 on these 100 images
     assert result["top5"] >= result["top1"]
 
 
 def test_evaluator_caches_batches_and_scores_other_weights():
-    from weightcodec.evaluation import Evaluator
-
     evaluator = Evaluator.create("digits-mlp")
     first = evaluator.score()
     assert evaluator.batches.cached is not None  # type: ignore[attr-defined]  # filled by the first pass
@@ -360,5 +417,5 @@ def test_evaluator_caches_batches_and_scores_other_weights():
     zeroed = {k: torch.zeros_like(v) for k, v in evaluator.reference_state_dict().items()}
     broken = evaluator.score(zeroed)
     assert broken["top1"] < 20 and evaluator.score() == first  # the reference model is untouched
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(ModelLoadError, match="does not fit"):
         evaluator.score({"1.weight": torch.zeros(3, 3)})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import require_asset
+from tests.helpers import require_asset
 from weightcodec import EncodeConfig, QuantSettings, decode, encode
 from weightcodec.evaluation import Evaluator
 

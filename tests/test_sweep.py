@@ -1,4 +1,4 @@
-"""tools/sweep.py on the bundled example: rows, invariants, and a JSON stable enough to diff."""
+"""tools.sweep on the bundled example: rows, invariants, and a JSON stable enough to diff."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ import sys
 
 import pytest
 
-from conftest import REPO
-
-SWEEP = REPO / "tools" / "sweep.py"
+from tests.helpers import REPO
 
 
 def run_sweep(out, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SWEEP), *args, "--out", str(out)],
+    return subprocess.run([sys.executable, "-m", "tools.sweep", *args, "--out", str(out)],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
 
 

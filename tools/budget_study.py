@@ -1,11 +1,10 @@
-#!/usr/bin/env python3
 """One QP for all layers against per-layer QPs under the same size budget (``--target-size``).
 
 For each uniform QP, the budget is the size of the uniform-QP file; the allocator
 (:mod:`weightcodec.allocate`) then picks a QP per coded layer within it. Both are decoded and
 scored with the shared Evaluator. Writes JSON and a markdown table.
 
-    python tools/budget_study.py --model mnist-mlp --qps 30,32,34,36 --out docs/data/budget_mnist-mlp
+    python -m tools.budget_study --model mnist-mlp --qps 30,32,34,36 --out docs/data/budget_mnist-mlp
 """
 
 from __future__ import annotations
@@ -17,14 +16,22 @@ import click
 
 from weightcodec import api
 from weightcodec.allocate import encode_to_size
-from weightcodec.config import EncodeConfig, HevcSettings
+from weightcodec.config import build_encode_config
 from weightcodec.errors import WeightcodecError
 from weightcodec.evaluation import Evaluator
+from weightcodec.atomic import atomic_write
+
+
+def _qps(text: str) -> list[int]:
+    try:
+        return [int(q) for q in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint="--qps") from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", "spec", required=True, help="Model spec (see tools/sweep.py).")
-@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="Weights (default: the spec's).")
+@click.option("--model", "spec", required=True, help="Model name (weightcodec.evaluation.zoo).")
+@click.option("--weights", type=click.Path(dir_okay=False, path_type=Path), help="Weights (default: the model's own).")
 @click.option("--qps", default="30,32,34,36", show_default=True, help="Uniform QPs whose sizes are the budgets.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for budget.json and budget.md.")
@@ -34,8 +41,8 @@ def main(spec, weights, qps, out):
         evaluator = Evaluator.create(spec, weights=weights)
         source = evaluator.reference_state_dict()
         rows = []
-        for qp in (int(q) for q in qps.split(",")):
-            uniform = api.encode(source, config=EncodeConfig(hevc=HevcSettings(qp=qp)))
+        for qp in _qps(qps):
+            uniform = api.encode(source, config=build_encode_config(qp=qp))
             target = uniform.report.total_bytes
             budgeted, allocation = encode_to_size(source, target_bytes=target)
             rows.append({
@@ -45,16 +52,17 @@ def main(spec, weights, qps, out):
                               **evaluator.score(api.decode(budgeted.data, as_state_dict=True).state_dict)},
             })
             click.echo(json.dumps(rows[-1]), err=True)
-    except (ValueError, FileNotFoundError, WeightcodecError) as exc:
+    except WeightcodecError as exc:
         raise click.ClickException(str(exc)) from None
     out.mkdir(parents=True, exist_ok=True)
-    (out / "budget.json").write_text(json.dumps({"model": spec, "rows": rows}, indent=1, sort_keys=True) + "\n")
+    document = json.dumps({"model": spec, "rows": rows}, indent=1, sort_keys=True) + "\n"
+    atomic_write(out / "budget.json", [document.encode()])
     lines = ["| budget (= uniform QP file) | uniform QP: top-1 | per-layer QPs | bytes | top-1 |", "|---|---|---|---|---|"]
     for r in rows:
         qps_text = ", ".join(f"`{n}` {q}" for n, q in r["per_layer"]["layer_qp"].items())
         lines.append(f"| {r['target_bytes']:,} B (QP {r['uniform_qp']}) | {r['uniform']['top1']:.2f} | {qps_text} "
                      f"| {r['per_layer']['bytes']:,} | {r['per_layer']['top1']:.2f} |")
-    (out / "budget.md").write_text("\n".join(lines) + "\n")
+    atomic_write(out / "budget.md", [("\n".join(lines) + "\n").encode()])
     click.echo("\n".join(lines))
 
 

@@ -27,7 +27,7 @@ case "${1:-}" in
     "$VENV/bin/wcodec" encode data/digits_mlp.pt -o "$out/digits_mlp.wcodec" --qp 28 --force
     "$VENV/bin/wcodec" info "$out/digits_mlp.wcodec"
     "$VENV/bin/wcodec" decode "$out/digits_mlp.wcodec" -o "$out/digits_mlp_restored.pt" --force
-    "$VENV/bin/python" tools/sweep.py --model digits-mlp --weights data/digits_mlp.pt --qp 22,28,34,40 --out "$out/sweep"
+    "$VENV/bin/python" -m tools.sweep --model digits-mlp --weights data/digits_mlp.pt --qp 22,28,34,40 --out "$out/sweep"
     ;;
   test)
     ensure_venv

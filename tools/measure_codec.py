@@ -10,48 +10,37 @@ Reference rows per model: the same coded layers stored as raw int8, as int8 + zs
 entropy; and the whole model with no HEVC at all (``code_matrices=False``: int8 + zstd).
 
 Reproduce (about 2 minutes on 2 cores; speeds depend on the machine and its load):
-    python tools/measure_codec.py --out docs/data/codec_table.json --markdown docs/data/codec_table.md
+    python -m tools.measure_codec --out docs/data/codec_table.json --markdown docs/data/codec_table.md
 
-Assets: ``--assets`` or $WEIGHTCODEC_ASSETS, default ../shared/assets relative to the checkout.
+Models come from the registry (:mod:`weightcodec.evaluation.zoo`); their weights from the shared
+assets (``--assets`` or $WEIGHTCODEC_ASSETS, default ../shared/assets relative to the checkout).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import os
-import platform
 import statistics
 import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
 
+import click
 import numpy as np
-
-try:
-    import weightcodec  # noqa: F401
-except ImportError:  # running from a source checkout without installing the package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import torch
 import zstandard
 
-from weightcodec import EncodeConfig, HevcSettings, decode, encode
+from weightcodec import EncodeConfig, decode, encode
+from weightcodec.config import build_encode_config
+from weightcodec.errors import WeightcodecError
+from weightcodec.evaluation import get_model_spec, load_state_dict_file
+from weightcodec.measure import int8_error, machine_info
+from weightcodec.atomic import atomic_write
 from weightcodec.quant import quantize
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_QPS = "lossless,22,26,28,30,34,38"
-MODELS = (
-    ("mnist_mlp", "mnist/mlp_784_500_250_10.pth"),
-    ("mobilenet_v2", "mobilenet_v2/mobilenet_v2_imagenet.pth"),
-)
-
-
-def default_assets() -> Path:
-    env = os.environ.get("WEIGHTCODEC_ASSETS")
-    return Path(env) if env else (ROOT.parent / "shared" / "assets")
+MODELS = ("mnist-mlp", "mobilenet_v2")
 
 
 def entropy_bits(values: np.ndarray) -> float:
@@ -60,8 +49,14 @@ def entropy_bits(values: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def hevc_settings(qp: str) -> HevcSettings:
-    return HevcSettings(lossless=True) if qp == "lossless" else HevcSettings(qp=int(qp))
+def encode_config(qp: str) -> EncodeConfig:
+    """``"lossless"`` or a QP, as ``wcodec encode --lossless`` / ``--qp N``."""
+    if qp == "lossless":
+        return build_encode_config(lossless=True)
+    try:
+        return build_encode_config(qp=int(qp))
+    except ValueError:
+        raise click.BadParameter(f"QPs are integers 0-51 or 'lossless', got {qp!r}") from None
 
 
 def timed_runs(sub: OrderedDict, config: EncodeConfig, runs: int) -> tuple[list[float], list[float], int]:
@@ -80,16 +75,16 @@ def timed_runs(sub: OrderedDict, config: EncodeConfig, runs: int) -> tuple[list[
 
 
 def measure_model(label: str, path: Path, qps: list[str], runs: int) -> dict:
-    sd = torch.load(path, weights_only=True)
+    sd = load_state_dict_file(path)
     float_bytes = sum(t.numel() * t.element_size() for t in sd.values())
-    plain = encode(sd, config=EncodeConfig(code_matrices=False), verify=False)
+    plain = encode(sd, config=build_encode_config(int8_only=True), verify=False)
     out: dict = {"model": label, "path": str(path), "tensors": len(sd),
                  "parameters": int(sum(t.numel() for t in sd.values())),
                  "float_bytes": int(float_bytes), "int8_zstd_container_bytes": len(plain.data), "rows": []}
     coded_names: list[str] | None = None
     refs: dict[str, np.ndarray] = {}
     for qp in qps:
-        config = EncodeConfig(hevc=hevc_settings(qp))
+        config = encode_config(qp)
         r = encode(sd, config=config, verify=False)
         d = decode(r.data)
         coded = [layer for layer in r.report.layers if layer.storage == "hevc"]
@@ -112,20 +107,14 @@ def measure_model(label: str, path: Path, qps: list[str], runs: int) -> dict:
                 "zstd19_bits_per_weight": 8.0 * zstd_bytes / weights,
                 "order0_entropy_bits_per_weight": entropy_bits(all_q),
             }
-        assert names == coded_names, (names, coded_names)
-        sse, n, max_err, per_layer = 0.0, 0, 0, []
-        for layer in coded:
-            got = d.quantized[layer.name].values.astype(np.int16)
-            diff = (got - refs[layer.name].astype(np.int16)).astype(np.float64)
-            layer_sse = float(np.sum(diff**2))
-            layer_max = int(np.max(np.abs(diff)))
-            sse += layer_sse
-            n += diff.size
-            max_err = max(max_err, layer_max)
-            per_layer.append({"name": layer.name, "stored_bytes": layer.stored_bytes,
-                              "bits_per_weight": layer.bits_per_weight,
-                              "int8_rmse": math.sqrt(layer_sse / diff.size), "int8_max_error": layer_max,
-                              "profile": layer.profile, "level": layer.level})
+        if names != coded_names:
+            raise click.ClickException(f"{label}: QP {qp} codes {names}, the first QP coded {coded_names}")
+        errors = int8_error({l.name: d.quantized[l.name].values for l in coded}, refs, names)
+        n, max_err = errors.count, int(errors.max_abs)
+        per_layer = [{"name": layer.name, "stored_bytes": layer.stored_bytes,
+                      "bits_per_weight": layer.bits_per_weight, "int8_rmse": errors.layers[layer.name].rmse,
+                      "int8_max_error": int(errors.layers[layer.name].max_abs),
+                      "profile": layer.profile, "level": layer.level} for layer in coded]
         stored = sum(layer.stored_bytes for layer in coded)
         sub = OrderedDict((name, sd[name]) for name in names)
         enc_s, dec_s, sub_bytes = timed_runs(sub, config, runs)
@@ -136,7 +125,7 @@ def measure_model(label: str, path: Path, qps: list[str], runs: int) -> dict:
             "coded_weights": n,
             "coded_stored_bytes": stored,
             "bits_per_weight": 8.0 * stored / n,
-            "int8_rmse": math.sqrt(sse / n),
+            "int8_rmse": errors.rmse,
             "int8_max_error": max_err,
             "encode_seconds": enc_s,
             "decode_seconds": dec_s,
@@ -149,9 +138,9 @@ def measure_model(label: str, path: Path, qps: list[str], runs: int) -> dict:
             "layers": per_layer,
         }
         out["rows"].append(row)
-        print(f"{label} qp={qp}: {row['bits_per_weight']:.3f} b/w rmse {row['int8_rmse']:.3f} "
-              f"max {max_err} enc {row['encode_mb_per_s']:.2f} MB/s dec {row['decode_mb_per_s']:.1f} MB/s",
-              file=sys.stderr, flush=True)
+        click.echo(f"{label} qp={qp}: {row['bits_per_weight']:.3f} b/w rmse {row['int8_rmse']:.3f} "
+                   f"max {max_err} enc {row['encode_mb_per_s']:.2f} MB/s dec {row['decode_mb_per_s']:.1f} MB/s",
+                   err=True)
     return out
 
 
@@ -187,36 +176,38 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--assets", type=Path, default=default_assets(), help="shared assets dir (default: %(default)s)")
-    ap.add_argument("--qps", default=DEFAULT_QPS, help="QPs, 'lossless' for HEVC lossless (default: %(default)s)")
-    ap.add_argument("--runs", type=int, default=3, help="timing runs, the median is reported (default: %(default)s)")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "data" / "codec_table.json")
-    ap.add_argument("--markdown", type=Path, default=None, help="also write the markdown table here")
-    args = ap.parse_args(argv)
-    qps = [q.strip() for q in args.qps.split(",") if q.strip()]
-    for q in qps:
-        hevc_settings(q)  # validate early
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--assets", "assets_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Shared assets folder (default $WEIGHTCODEC_ASSETS or ../shared/assets).")
+@click.option("--qps", default=DEFAULT_QPS, show_default=True, help="QPs, 'lossless' for HEVC lossless.")
+@click.option("--runs", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timing runs; the median is reported.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=ROOT / "docs" / "data" / "codec_table.json", show_default=True)
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the markdown table here.")
+def main(assets_dir, qps, runs, out, markdown_path):
+    """Bits per weight, int8 error and speed of the coded layers of real models, per QP."""
+    qp_list = [q.strip() for q in qps.split(",") if q.strip()]
+    for q in qp_list:
+        encode_config(q)  # validate early
     started = time.perf_counter()
     load_before = os.getloadavg()
     models = []
-    for label, rel in MODELS:
-        path = args.assets / rel
-        if not path.is_file():
-            print(f"skipping {label}: {path} not found (set --assets or WEIGHTCODEC_ASSETS)", file=sys.stderr)
+    for name in MODELS:
+        try:
+            path = get_model_spec(name).weights_path(assets_dir=assets_dir)
+        except WeightcodecError as exc:
+            click.echo(f"skipping {name}: {exc}", err=True)
             continue
-        models.append(measure_model(label, path, qps, args.runs))
+        models.append(measure_model(name, path, qp_list, runs))
     if not models:
-        return 1
-    import av
+        raise click.ClickException("no model could be measured (see the skip messages above)")
     result = {
-        "tool": "tools/measure_codec.py",
-        "command": "python tools/measure_codec.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "tool": "tools.measure_codec",
+        "command": "python -m tools.measure_codec " + " ".join(sys.argv[1:]),
         "environment": {
-            "python": platform.python_version(), "pyav": av.__version__, "torch": torch.__version__,
-            "zstandard": zstandard.__version__, "machine": platform.machine(), "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
+            "machine": machine_info(),
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
             "wall_seconds": round(time.perf_counter() - started, 1),
@@ -231,15 +222,14 @@ def main(argv: list[str] | None = None) -> int:
         "models": models,
     }
     table = markdown(result)
-    print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(table)
-    print(f"wrote {args.out}" + (f" and {args.markdown}" if args.markdown else ""), file=sys.stderr)
-    return 0
+    click.echo(table)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, [(json.dumps(result, indent=1) + "\n").encode()])
+    if markdown_path:
+        markdown_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(markdown_path, [table.encode()])
+    click.echo(f"wrote {out}" + (f" and {markdown_path}" if markdown_path else ""), err=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

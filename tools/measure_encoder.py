@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Measure what libx265's settings do to int8 weight matrices, to justify weightcodec's defaults.
 
 Every variant is one change from the default (``WEIGHT_X265_PARAMS``, preset medium, yuv420p).
@@ -16,35 +15,34 @@ Besides the rate/error sweep it records:
   * the ipratio check: ``ipratio=1.4`` at QP N+3 decodes bit-identically to ``ipratio=1`` at QP N.
 
 Reproduce (about 3.5 minutes on 2 cores):
-    python tools/measure_encoder.py --out docs/data/encoder_settings.json --markdown docs/data/encoder_settings.md
+    python -m tools.measure_encoder --out docs/data/encoder_settings.json --markdown docs/data/encoder_settings.md
 
-Assets: ``--assets`` or $WEIGHTCODEC_ASSETS, default ../shared/assets relative to the checkout.
+Models come from the registry (:mod:`weightcodec.evaluation.zoo`); their weights from the shared
+assets (``--assets`` or $WEIGHTCODEC_ASSETS, default ../shared/assets relative to the checkout).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import platform
 import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import numpy as np
-
-try:
-    import weightcodec  # noqa: F401
-except ImportError:  # running from a source checkout without installing the package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from weightcodec.backends import get_backend
 from weightcodec.backends.base import PictureSpec
 from weightcodec.config import WEIGHT_X265_PARAMS, HevcSettings
+from weightcodec.errors import WeightcodecError
+from weightcodec.evaluation import get_model_spec, load_state_dict_file
 from weightcodec.hevc import iter_nal_units, parse_stream_info
+from weightcodec.measure import machine_info, rate_change_at_equal_error, tensor_error
+from weightcodec.atomic import atomic_write
 from weightcodec.quant import quantize
 from weightcodec.tiling import frames_to_matrix, matrix_to_frames, plan_tiles
 
@@ -94,24 +92,15 @@ class Matrix:
     values: np.ndarray  # int8 (rows, cols)
 
 
-def default_assets() -> Path:
-    env = os.environ.get("WEIGHTCODEC_ASSETS")
-    return Path(env) if env else (ROOT.parent / "shared" / "assets")
+#: The real matrices: (registry model name, tensors).
+SOURCES = (("mnist-mlp", ("l1.weight", "l2.weight")),
+           ("mobilenet_v2", ("classifier.1.weight", "features.18.0.weight")))
 
 
-def load_matrices(assets: Path) -> list[Matrix]:
-    import torch
-
-    sources = [
-        ("mnist_mlp", assets / "mnist" / "mlp_784_500_250_10.pth", ("l1.weight", "l2.weight")),
-        ("mobilenet_v2", assets / "mobilenet_v2" / "mobilenet_v2_imagenet.pth",
-         ("classifier.1.weight", "features.18.0.weight")),
-    ]
+def load_matrices(assets_dir: Path | None) -> list[Matrix]:
     out = []
-    for model, path, names in sources:
-        if not path.is_file():
-            raise SystemExit(f"missing asset {path} (set --assets or WEIGHTCODEC_ASSETS)")
-        sd = torch.load(path, weights_only=True)
+    for model, names in SOURCES:
+        sd = load_state_dict_file(get_model_spec(model).weights_path(assets_dir=assets_dir))
         for name in names:
             w = sd[name].float().numpy()
             w = w.reshape(w.shape[0], -1)  # the 1x1 conv 1280x320x1x1 -> 1280x320
@@ -132,12 +121,12 @@ def code_once(backend, matrix: np.ndarray, settings: HevcSettings) -> dict:
     t1 = time.perf_counter()
     decoded = frames_to_matrix(backend.decode(stream, PictureSpec(*frames.shape, settings.chroma)), layout)
     t2 = time.perf_counter()
-    diff = decoded.astype(np.int16) - matrix.astype(np.int16)
+    error = tensor_error(decoded, matrix)
     return {
         "bytes": len(stream),
         "bits_per_weight": 8.0 * len(stream) / matrix.size,
-        "rmse": float(np.sqrt(np.mean(diff.astype(np.float64) ** 2))),
-        "max_abs_error": int(np.max(np.abs(diff))),
+        "rmse": error.rmse,
+        "max_abs_error": int(error.max_abs),
         "encode_seconds": t1 - t0,
         "decode_seconds": t2 - t1,
         "_stream": stream,
@@ -146,38 +135,26 @@ def code_once(backend, matrix: np.ndarray, settings: HevcSettings) -> dict:
 
 
 # --- Bjontegaard-style delta at equal RMSE ---------------------------------------------------------
-def _curve(points: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    pts = sorted((p["rmse"], math.log(8.0 * p["bytes"])) for p in points)
-    x = np.array([p[0] for p in pts])
-    y = np.array([p[1] for p in pts])
-    keep = np.concatenate([[True], np.diff(x) > 1e-12])  # drop duplicate RMSEs
-    return x[keep], y[keep]
+#: Equally spaced RMSEs the curves are compared at (weightcodec.measure.rate_change_at_equal_error).
+BD_SAMPLES = 2001
 
 
 def bd_rate(base: list[dict], test: list[dict]) -> dict:
-    """Average % bit change of ``test`` vs ``base`` at equal RMSE, over the overlapping RMSE range."""
-    from scipy.interpolate import PchipInterpolator
+    """Average % bit change of ``test`` vs ``base`` at equal RMSE, over the overlapping RMSE range.
 
-    xb, yb = _curve(base)
-    xt, yt = _curve(test)
-    lo, hi = max(xb[0], xt[0]), min(xb[-1], xt[-1])
-    if len(xb) < 2 or len(xt) < 2 or hi <= lo:
+    Over the RMSE axis, piecewise-linear and PCHIP; and over log(RMSE) (the classic BD axis, PSNR in
+    dB), which weighs every QP step alike where the RMSE axis gives most weight to the high-QP end
+    (RMSE grows ~1.6x per 4 QP).
+    """
+    b, t = [(p["rmse"], p["bytes"]) for p in base], [(p["rmse"], p["bytes"]) for p in test]
+    lin = rate_change_at_equal_error(b, t, error_axis="linear", samples=BD_SAMPLES)
+    if lin is None:
         return {"linear_pct": None, "pchip_pct": None, "log_rmse_linear_pct": None, "rmse_range": None}
-    grid = np.linspace(lo, hi, 2001)
-    lin = np.trapezoid(np.interp(grid, xt, yt) - np.interp(grid, xb, yb), grid) / (hi - lo)
-    out = {"linear_pct": 100.0 * math.expm1(lin), "rmse_range": [float(lo), float(hi)]}
-    # The same over log(RMSE) (the classic BD axis, PSNR in dB): weighs every QP step alike, where the
-    # RMSE axis gives most weight to the high-QP end (RMSE grows ~1.6x per 4 QP).
-    lg = np.linspace(math.log(lo), math.log(hi), 2001)
-    loglin = np.trapezoid(np.interp(lg, np.log(xt), yt) - np.interp(lg, np.log(xb), yb), lg) / (lg[-1] - lg[0])
-    out["log_rmse_linear_pct"] = 100.0 * math.expm1(loglin)
-    if len(xb) >= 3 and len(xt) >= 3:
-        ib, it = PchipInterpolator(xb, yb), PchipInterpolator(xt, yt)
-        cub = (it.integrate(lo, hi) - ib.integrate(lo, hi)) / (hi - lo)
-        out["pchip_pct"] = 100.0 * math.expm1(float(cub))
-    else:
-        out["pchip_pct"] = None
-    return out
+    log = rate_change_at_equal_error(b, t, error_axis="log", samples=BD_SAMPLES)
+    cub = rate_change_at_equal_error(b, t, error_axis="linear", interpolation="pchip", samples=BD_SAMPLES)
+    return {"linear_pct": lin.bytes_change_pct, "rmse_range": list(lin.error_range),
+            "log_rmse_linear_pct": log.bytes_change_pct if log else None,
+            "pchip_pct": cub.bytes_change_pct if cub else None}
 
 
 def pooled(points_by_matrix: dict[str, list[dict]], sizes: dict[str, int]) -> list[dict]:
@@ -307,27 +284,35 @@ def probes_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--assets", type=Path, default=default_assets(), help="shared assets dir (default: %(default)s)")
-    ap.add_argument("--qps", default=",".join(map(str, DEFAULT_QPS)), help="QPs (default: %(default)s)")
-    ap.add_argument("--variants", default="all", help="comma-separated variant names, or 'all'")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "data" / "encoder_settings.json")
-    ap.add_argument("--markdown", type=Path, default=None, help="also write the markdown tables here")
-    args = ap.parse_args(argv)
-
-    qps = [int(q) for q in args.qps.split(",")]
-    variants = VARIANTS if args.variants == "all" else \
-        [VARIANTS[0]] + [v for v in VARIANTS[1:] if v[0] in args.variants.split(",")]
-    backend = get_backend("pyav")
-    matrices = load_matrices(args.assets)
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--assets", "assets_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Shared assets folder (default $WEIGHTCODEC_ASSETS or ../shared/assets).")
+@click.option("--qps", default=",".join(map(str, DEFAULT_QPS)), show_default=True, help="Comma-separated QPs.")
+@click.option("--variants", default="all", show_default=True, help="Comma-separated variant names, or 'all'.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=ROOT / "docs" / "data" / "encoder_settings.json", show_default=True)
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the markdown tables here.")
+def main(assets_dir, qps, variants, out, markdown_path):
+    """libx265 settings on real int8 weight matrices: bits at equal int8 RMSE against the defaults."""
+    try:
+        qps = [int(q) for q in qps.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {qps!r}", param_hint="--qps") from None
+    variants = VARIANTS if variants == "all" else \
+        [VARIANTS[0]] + [v for v in VARIANTS[1:] if v[0] in variants.split(",")]
+    try:
+        backend = get_backend("pyav")
+        matrices = load_matrices(assets_dir)
+    except WeightcodecError as exc:
+        raise click.ClickException(str(exc)) from None
     sizes = {m.name: m.values.size for m in matrices}
     started = time.perf_counter()
     load_before = os.getloadavg()
 
     result: dict = {
-        "tool": "tools/measure_encoder.py",
-        "command": "python tools/measure_encoder.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "tool": "tools.measure_encoder",
+        "command": "python -m tools.measure_encoder " + " ".join(sys.argv[1:]),
         "environment": {},
         "qps": qps,
         "weight_x265_params": ":".join(f"{k}={v}" for k, v in WEIGHT_X265_PARAMS),
@@ -363,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             "points": points,
         }
         result["variants"].append(entry)
-        print(f"{name:16s} {time.perf_counter() - t0:6.1f} s", file=sys.stderr, flush=True)
+        click.echo(f"{name:16s} {time.perf_counter() - t0:6.1f} s", err=True)
 
     # Bjontegaard deltas vs default.
     base = result["variants"][0]
@@ -439,26 +424,22 @@ def main(argv: list[str] | None = None) -> int:
         result["probes"].append({"name": pname, "x265_params": settings.x265_params(), "chroma": settings.chroma,
                                  "preset": settings.preset, **p})
 
-    import av
     result["environment"] = {
-        "python": platform.python_version(), "pyav": av.__version__, "numpy": np.__version__,
-        "x265": result["probes"][0]["x265_version"] if result["probes"] else None,
-        "machine": platform.machine(), "cpus": os.cpu_count(),
+        "machine": machine_info(), "x265": result["probes"][0]["x265_version"] if result["probes"] else None,
         "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     table = markdown(result)
     probes_md = probes_markdown(result)
-    print(table)
-    print(probes_md)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(table + "\n" + probes_md)
-    print(f"wrote {args.out}" + (f" and {args.markdown}" if args.markdown else ""), file=sys.stderr)
-    return 0
+    click.echo(table)
+    click.echo(probes_md)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, [(json.dumps(result, indent=1) + "\n").encode()])
+    if markdown_path:
+        markdown_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(markdown_path, [(table + "\n" + probes_md).encode()])
+    click.echo(f"wrote {out}" + (f" and {markdown_path}" if markdown_path else ""), err=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

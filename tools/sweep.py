@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """QP sweep: accuracy and size of a model against the HEVC QP of its coded layers.
 
 For each QP the model is encoded with :func:`weightcodec.api.encode`, decoded with
@@ -12,18 +11,19 @@ float32 and int8-only rows come first, as in the paper's tables. Writes, under `
 
 Examples::
 
-    python tools/sweep.py --model digits-mlp --qp 22,28,34,40 --out build/sweep/digits
-    python tools/sweep.py --model mobilenet_v2 --qp 22,24,26,28,30,32,34,36 --out build/sweep/mnv2
-    python tools/sweep.py --arch resnet18 --weights resnet18.pth --data /data/imagenet/val --limit 2000
-    python tools/sweep.py --model pickle --weights net.pt --trust-pickle --dataset imagenet --data DIR
+    python -m tools.sweep --model digits-mlp --qp 22,28,34,40 --out build/sweep/digits
+    python -m tools.sweep --model mobilenet_v2 --qp 22,24,26,28,30,32,34,36 --out build/sweep/mnv2
+    python -m tools.sweep --arch resnet18 --weights resnet18.pth --data /data/imagenet/val --limit 2000
+    python -m tools.sweep --model pickle --weights net.pt --trust-pickle --dataset imagenet --data DIR
+
+Model names, their weights and data sets: :mod:`weightcodec.evaluation.zoo`. Encode settings are
+built by :func:`weightcodec.config.build_encode_config`, as ``wcodec encode`` builds them.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,12 +33,12 @@ import numpy as np
 import torch
 
 from weightcodec import api
-from weightcodec.config import EncodeConfig, HevcSettings, QuantSettings
+from weightcodec.config import DEFAULT_GUARD_SQNR_DB, DEFAULT_MATRIX_GUARD_SQNR_DB, EncodeConfig, build_encode_config
 from weightcodec.plan import storage_kind
 from weightcodec.errors import WeightcodecError
-from weightcodec.evaluation import Evaluator
-from weightcodec.evaluation.datasets import DATASETS
-from weightcodec.evaluation.machine import machine_info
+from weightcodec.evaluation import DATASETS, PREPROCESSINGS, Evaluator, registered_models
+from weightcodec.measure import human_bytes, int8_error, machine_info
+from weightcodec.atomic import atomic_write
 from weightcodec.quant import QuantizedTensor
 
 SCHEMA = "weightcodec-sweep/1"
@@ -59,15 +59,13 @@ class SweepSettings:
     backend: str
     code_conv: bool
 
-    def config(self, *, qp: int = 28, lossless: bool = False, code_matrices: bool = True,
-               compress_raw: bool = True) -> EncodeConfig:
-        return EncodeConfig(
-            hevc=HevcSettings(qp=qp, lossless=lossless, preset=self.preset, chroma=self.chroma),
-            quant=QuantSettings(granularity=self.granularity, guard_db=self.guard_db,
-                                matrix_guard_db=self.matrix_guard_db),
-            backend=self.backend, code_matrices=code_matrices, code_conv=self.code_conv,
-            compress_raw=compress_raw,
-        )
+    def config(self, *, qp: int = 28, lossless: bool = False, int8_only: bool = False,
+               no_zstd: bool = False) -> EncodeConfig:
+        """The encode config of one row, from ``wcodec encode``'s options."""
+        return build_encode_config(qp=qp, lossless=lossless, granularity=self.granularity, guard_db=self.guard_db,
+                                   matrix_guard_db=self.matrix_guard_db, chroma=self.chroma, preset=self.preset,
+                                   code_conv=self.code_conv, int8_only=int8_only, no_zstd=no_zstd,
+                                   backend=self.backend)
 
 
 def _round(value: float, digits: int = 6) -> float:
@@ -77,21 +75,16 @@ def _round(value: float, digits: int = 6) -> float:
 def _int8_errors(decoded: api.DecodeResult, reference: dict[str, QuantizedTensor],
                  names: list[str]) -> tuple[dict[str, tuple[float, int]], float, int]:
     """Per-layer (RMSE, max |error|) in int8 steps against the uncoded int8 values, and the pooled RMSE."""
-    per_layer: dict[str, tuple[float, int]] = {}
-    squared = 0.0
-    count = 0
     for name in names:
         got, want = decoded.quantized[name], reference[name]
         if got.granularity != want.granularity or not np.array_equal(got.scales, want.scales):
-            raise ValueError(f"{name}: scales differ from the int8-only row's, so int8 errors would not compare")
-        diff = got.values.astype(np.int32) - want.values.astype(np.int32)
-        sq = float(np.square(diff, dtype=np.float64).sum())
-        per_layer[name] = (math.sqrt(sq / diff.size), int(np.abs(diff).max()))
-        squared += sq
-        count += diff.size
-    pooled = math.sqrt(squared / count) if count else 0.0
-    worst = max((m for _, m in per_layer.values()), default=0)
-    return per_layer, pooled, worst
+            raise click.ClickException(f"{name}: scales differ from the int8-only row's, so int8 errors would "
+                                       "not compare")
+    if not names:
+        return {}, 0.0, 0
+    errors = int8_error({n: decoded.quantized[n].values for n in names}, {n: reference[n].values for n in names})
+    per_layer = {n: (e.rmse, int(e.max_abs)) for n, e in errors.layers.items()}
+    return per_layer, errors.rmse, int(errors.max_abs)
 
 
 class Sweep:
@@ -141,7 +134,7 @@ class Sweep:
         """The paper's "int8 only" row (raw int8 + scales), and the same with zstd on the int8 bytes."""
         rows = []
         for label, compress_raw in (("int8", False), ("int8+zstd", True)):
-            config = self.settings.config(code_matrices=False, compress_raw=compress_raw)
+            config = self.settings.config(int8_only=True, no_zstd=not compress_raw)
             encoded, decoded, timing = self._encode(label, config)
             if not self.int8_reference:
                 self.int8_reference = dict(decoded.quantized)
@@ -190,13 +183,6 @@ class Sweep:
         return row
 
 
-def _human(n: int) -> str:
-    for unit, size in (("MB", 1e6), ("KB", 1e3)):
-        if n >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n} B"
-
-
 def markdown_table(result: dict) -> str:
     """The paper's layout: QP | top-1 | top-5 | coded layers | model, plus our extra columns."""
     rows = result["rows"]
@@ -212,8 +198,8 @@ def markdown_table(result: dict) -> str:
         layer_bytes = [float_layer_bytes[n] if is_float else row["layers"][n]["bytes"] for n in coded]
         cells = [row["row"], f"{row['top1']:.2f}", f"{row['top5']:.2f}",
                  "" if is_float else f"{row['top1'] - float_top1:+.2f}"]
-        cells += [_human(layer_bytes[coded.index(n)]) for n in per_layer_columns]
-        cells += [_human(sum(layer_bytes)), _human(row["model_bytes"]),
+        cells += [human_bytes(layer_bytes[coded.index(n)]) for n in per_layer_columns]
+        cells += [human_bytes(sum(layer_bytes)), human_bytes(row["model_bytes"]),
                   f"{row.get('ratio_vs_float32', 1.0):.2f}", f"{row.get('ratio_vs_int8', float('nan')):.2f}"
                   if not is_float else "",
                   "" if is_float else f"{row['int8_rmse']:.3f}",
@@ -284,18 +270,12 @@ def _parse_qps(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(qps)))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--model", "--arch", "spec", required=True, metavar="SPEC",
-              help="digits-mlp (the example in data/), mnist-mlp, a torchvision architecture "
-                   "(resnet18, mobilenet_v2, vgg16, ...), or 'pickle' for a pickled nn.Module.")
+@click.option("--model", "--arch", "spec", required=True, metavar="NAME",
+              help=f"A registered model ({', '.join(registered_models())}), a torchvision architecture "
+                   "(resnet18, vgg16, ...), or 'pickle' for a pickled nn.Module.")
 @click.option("--weights", type=click.Path(dir_okay=False, path_type=Path),
-              help="State_dict file (pickled module for 'pickle'). Default: the spec's known file "
+              help="State_dict file (pickled module for 'pickle'). Default: the model's own "
                    "(data/digits_mlp.pt, or the shared assets).")
 @click.option("--trust-pickle", is_flag=True,
               help="Allow unpickling --weights for --model pickle: this runs code from the file.")
@@ -304,7 +284,7 @@ def _write_atomic(path: Path, text: str) -> None:
 @click.option("--data", "data_root", type=click.Path(file_okay=False, path_type=Path),
               help="Dataset folder: ImageNet-style (class sub-folders or labels.csv), or the MNIST "
                    "IDX folder. Default: ../shared/assets ($WEIGHTCODEC_ASSETS).")
-@click.option("--preprocessing", type=click.Choice(["torchvision", "tf-inception"]),
+@click.option("--preprocessing", type=click.Choice(PREPROCESSINGS),
               help="ImageNet preprocessing. Default: torchvision (resize 256, crop 224, normalise); "
                    "tf-inception for mobilenet_v2, whose weights came from TensorFlow.")
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate on the first N samples only.")
@@ -315,9 +295,9 @@ def _write_atomic(path: Path, text: str) -> None:
 @click.option("--granularity", type=click.Choice(["auto", "per-tensor", "per-channel"]), default="auto",
               show_default=True, help="int8 scales: auto = per-tensor unless the guard flags the layer. "
                                       "per-tensor everywhere is the paper's method.")
-@click.option("--guard-db", type=click.FloatRange(0, 100), default=QuantSettings().guard_db,
+@click.option("--guard-db", type=click.FloatRange(0, 100), default=DEFAULT_GUARD_SQNR_DB,
               show_default=True, help="auto: conv weights whose guard figure is below this go per-channel.")
-@click.option("--matrix-guard-db", type=click.FloatRange(0, 100), default=QuantSettings().matrix_guard_db,
+@click.option("--matrix-guard-db", type=click.FloatRange(0, 100), default=DEFAULT_MATRIX_GUARD_SQNR_DB,
               show_default=True, help="auto: the same for 2-D (Linear) weights.")
 @click.option("--preset", default="medium", show_default=True, help="x265 preset.")
 @click.option("--chroma", type=click.Choice(["yuv420p", "gray"]), default="yuv420p", show_default=True)
@@ -349,7 +329,7 @@ def main(spec, weights, trust_pickle, dataset, data_root, preprocessing, limit, 
         evaluator = Evaluator.create(spec, weights=weights, trust_pickle=trust_pickle, dataset=dataset,
                                      data_root=data_root, preprocessing=preprocessing, limit=limit,
                                      assets_dir=assets_dir)
-    except (ValueError, FileNotFoundError, WeightcodecError) as exc:
+    except WeightcodecError as exc:
         raise click.ClickException(str(exc)) from None
     out.mkdir(parents=True, exist_ok=True)
 
@@ -367,9 +347,9 @@ def main(spec, weights, trust_pickle, dataset, data_root, preprocessing, limit, 
                 rows.append(sweep.qp_row(qp))
                 progress.advance(overall)
                 r = rows[-1]
-                console.print(f"{r['row']:>9}: top-1 {r['top1']:6.2f}  {_human(r['model_bytes']):>9}  "
+                console.print(f"{r['row']:>9}: top-1 {r['top1']:6.2f}  {human_bytes(r['model_bytes']):>9}  "
                               f"int8 RMSE {r['int8_rmse']:.2f}", highlight=False)
-        except (ValueError, WeightcodecError) as exc:
+        except WeightcodecError as exc:
             raise click.ClickException(str(exc)) from None
 
     result = {
@@ -384,8 +364,8 @@ def main(spec, weights, trust_pickle, dataset, data_root, preprocessing, limit, 
         "machine": machine_info(),
         "rows": rows,
     }
-    _write_atomic(out / "sweep.json", json.dumps(result, indent=1, sort_keys=True) + "\n")
-    _write_atomic(out / "sweep.md", markdown_table(result))
+    atomic_write(out / "sweep.json", [(json.dumps(result, indent=1, sort_keys=True) + "\n").encode()])
+    atomic_write(out / "sweep.md", [markdown_table(result).encode()])
     written = [out / "sweep.json", out / "sweep.md"]
     if plot:
         written += write_plots(result, out)
@@ -394,4 +374,4 @@ def main(spec, weights, trust_pickle, dataset, data_root, preprocessing, limit, 
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

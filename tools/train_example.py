@@ -1,52 +1,29 @@
-#!/usr/bin/env python
 """Train weightcodec's example model: the digits MLP on scikit-learn's handwritten digits.
 
-The model (``weightcodec.evaluation.models.digits_mlp``: 64 -> 512 -> 512 -> 10, ReLU, plain
-``torch.nn.Sequential``) is trained on the fixed *train* split of ``sklearn.datasets.load_digits``
+The model (the registry's ``digits-mlp``, :func:`weightcodec.evaluation.models.digits_mlp`:
+64 -> 512 -> 512 -> 10, ReLU, plain ``torch.nn.Sequential``)
+is trained on the fixed *train* split of ``sklearn.datasets.load_digits``
 (bundled with scikit-learn, nothing is downloaded), on CPU with fixed seeds, and saved as a
 float32 state_dict. The test split is only used to report accuracy at the end.
 
 Example:
-    python tools/train_example.py --out data/digits_mlp.pt
+    python -m tools.train_example --out data/digits_mlp.pt
 """
 
 from __future__ import annotations
 
-import argparse
 import random
-import sys
 import time
 from pathlib import Path
 
+import click
 import numpy as np
 import torch
 from torch import nn
 
-try:
-    import weightcodec.evaluation  # noqa: F401
-except ImportError:  # running from a source checkout without installing the package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from weightcodec.evaluation import digits, digits_arrays, evaluate, get_model_spec
 
-from weightcodec.evaluation.datasets import digits, digits_arrays
-from weightcodec.evaluation.metrics import evaluate
-from weightcodec.evaluation.models import digits_mlp
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line."""
-    parser = argparse.ArgumentParser(
-        description="Train the digits-mlp example model (scikit-learn digits, CPU, fixed seeds) "
-        "and save it as a float32 state_dict.",
-    )
-    parser.add_argument("--out", type=Path, default=Path("data/digits_mlp.pt"),
-                        help="where to write the state_dict (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=60, help="training epochs (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
-    parser.add_argument("--weight-decay", type=float, default=1e-4,
-                        help="AdamW weight decay (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    return parser.parse_args(argv)
+MODEL = "digits-mlp"
 
 
 def seed_everything(seed: int) -> None:
@@ -63,7 +40,7 @@ def train(epochs: int, batch_size: int, lr: float, weight_decay: float, seed: in
     features, labels = digits_arrays("train")
     inputs = torch.from_numpy(features)
     targets = torch.from_numpy(labels)
-    model = digits_mlp()
+    model = get_model_spec(MODEL).build()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     loss_function = nn.CrossEntropyLoss()
@@ -85,12 +62,20 @@ def train(epochs: int, batch_size: int, lr: float, weight_decay: float, seed: in
     return model.eval()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Train, report accuracy, save the state_dict; returns the process exit code."""
-    args = parse_args(argv)
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("data/digits_mlp.pt"),
+              show_default=True, help="Where to write the state_dict.")
+@click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True, help="Training epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Mini-batch size.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="AdamW learning rate.")
+@click.option("--weight-decay", type=float, default=1e-4, show_default=True, help="AdamW weight decay.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+def main(out, epochs, batch_size, lr, weight_decay, seed):
+    """Train the digits-mlp example model (scikit-learn digits, CPU, fixed seeds) and save it as a
+    float32 state_dict."""
     torch.set_num_threads(1)  # bit-identical results do not depend on the machine's core count
     started = time.perf_counter()
-    model = train(args.epochs, args.batch_size, args.lr, args.weight_decay, args.seed)
+    model = train(epochs, batch_size, lr, weight_decay, seed)
     elapsed = time.perf_counter() - started
 
     train_accuracy = evaluate(model, digits(split="train"))
@@ -103,13 +88,12 @@ def main(argv: list[str] | None = None) -> int:
 
     state_dict = {name: tensor.detach().to(torch.float32).contiguous().clone()
                   for name, tensor in model.state_dict().items()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state_dict, args.out)
-    size = args.out.stat().st_size
-    print(f"wrote {args.out} ({size / 1e6:.2f} MB, {sum(t.numel() for t in state_dict.values())} "
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state_dict, out)  # to the path (not atomic_write): the archive is named after the file, as committed
+    size = out.stat().st_size
+    print(f"wrote {out} ({size / 1e6:.2f} MB, {sum(t.numel() for t in state_dict.values())} "
           "float32 parameters)")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

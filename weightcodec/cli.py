@@ -30,6 +30,7 @@ from .config import (
 )
 from .atomic import resolve_output
 from .errors import NotAWcodecFileError, WeightcodecError
+from .measure import human_bytes
 from .modelio import check_model_path, save_torch
 
 # Wide tables when piped (rich assumes 80 columns without a terminal).
@@ -124,14 +125,6 @@ def _check_output(path: Path, force: bool) -> None:
 
 def _mark_written(path: Path) -> None:
     click.get_current_context().meta[WRITTEN] = path
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return str(n)
 
 
 def _fmt(value, spec: str = ".1f") -> str:
@@ -245,7 +238,7 @@ def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_gra
     if not quiet:
         _print_report(report)
     _print_notices(report)
-    console.print(f"wrote [bold]{output}[/]: {_human(report.total_bytes)} from {_human(report.original_bytes)} "
+    console.print(f"wrote [bold]{output}[/]: {human_bytes(report.total_bytes)} from {human_bytes(report.original_bytes)} "
                   f"({report.ratio:.1f}x) in {report.seconds:.1f} s", highlight=False)
 
 
@@ -262,8 +255,8 @@ def _print_report(report: EncodeReport) -> None:
                       f"{layer.stored_bytes:,}", f"{layer.ratio:.1f}x", f"{layer.bits_per_weight:.2f}",
                       _fmt(layer.int8_rmse, ".2f"))
     by_storage = report.bytes_by_storage()
-    table.caption = ("  ".join(f"{k}: {_human(v)}" for k, v in sorted(by_storage.items()))
-                     + f"  header: {_human(report.header_bytes)}  total: {_human(report.total_bytes)} "
+    table.caption = ("  ".join(f"{k}: {human_bytes(v)}" for k, v in sorted(by_storage.items()))
+                     + f"  header: {human_bytes(report.header_bytes)}  total: {human_bytes(report.total_bytes)} "
                        f"({report.ratio:.1f}x smaller than the input tensors)")
     console.print(table)
 
@@ -312,7 +305,7 @@ def decode_command(file, output, as_state_dict, trust_pickle, backend, max_outpu
         if bar:
             bar.stop()
     kind = "nn.Module" if result.module is not None else "state_dict"
-    console.print(f"wrote [bold]{output}[/]: {kind} with {len(result.state_dict)} tensors, {_human(written)}, "
+    console.print(f"wrote [bold]{output}[/]: {kind} with {len(result.state_dict)} tensors, {human_bytes(written)}, "
                   f"in {result.seconds:.2f} s", highlight=False)
 
 
@@ -328,7 +321,7 @@ def info_command(file, as_json):
         out.print_json(json.dumps(doc))
         return
     out.print(f"[bold]{file}[/]: wcodec format {header.version[0]}.{header.version[1]}, {header.producer}, "
-              f"{_human(header.file_length)}, holds a {header.model.kind.replace('_', ' ')}"
+              f"{human_bytes(header.file_length)}, holds a {header.model.kind.replace('_', ' ')}"
               + (f" ({header.model.class_name})" if header.model.class_name else ""), highlight=False)
     table = Table(show_lines=False)
     for col, justify in [("layer", "left"), ("dtype", "left"), ("shape", "left"), ("storage", "left"),

@@ -1,20 +1,24 @@
-"""Accuracy evaluation of (compressed and decompressed) PyTorch classifiers.
+"""Evaluation of (compressed and decompressed) models: which model, which data, which score.
 
-- :mod:`.models`: build a model from a spec string and a weights file, or from a decoded state_dict.
+- :mod:`.zoo`: the model registry. One name -> architecture, weights, data set, preprocessing and
+  metric (:class:`ModelSpec`, :func:`get_model_spec`); every tool and test asks it.
+- :mod:`.models`: the architectures the project owns, and fitting weights into an architecture.
 - :mod:`.datasets`: deterministic evaluation ``DataLoader``s (ImageNet folder, MNIST, digits).
-- :mod:`.metrics`: top-1 / top-5 accuracy.
-- :mod:`.runner`: :class:`Evaluator`, a model plus its cached evaluation set (sweep and bench).
-- :mod:`.assets`: where the read-only shared assets live.
+- :mod:`.metrics`: the metrics a model entry can name (top-1 / top-5 accuracy).
+- :mod:`.runner`: :class:`Evaluator`, a model plus its cached evaluation set (sweep, studies, bench).
+- :mod:`.assets`: where the read-only shared assets and the repository's data files are.
 
-This package never prints and never exits; errors are raised as ``ValueError`` or
-``FileNotFoundError``.
+This package never prints and never exits. Its errors are in :mod:`weightcodec.errors`:
+:class:`~weightcodec.errors.UnknownModelError`, :class:`~weightcodec.errors.AssetNotFoundError`,
+:class:`~weightcodec.errors.DatasetError` (all :class:`~weightcodec.errors.EvaluationError`) and
+:class:`~weightcodec.errors.ModelLoadError` for weights that do not fit, so a tool catches
+:class:`~weightcodec.errors.WeightcodecError` once.
 """
 
-from .assets import ASSETS_ENV_VAR, asset_path, default_assets_dir, resolve_assets_dir
+from .assets import ASSETS_ENV_VAR, asset_path, default_assets_dir, locate, resolve_assets_dir
 from .datasets import (
-    DatasetChoice,
-    default_dataset_for,
-    default_loader,
+    DATASETS,
+    PREPROCESSINGS,
     digits,
     digits_arrays,
     digits_split_indices,
@@ -22,38 +26,37 @@ from .datasets import (
     make_loader,
     mnist_idx,
 )
-from .metrics import Accuracy, evaluate
+from .metrics import METRICS, Accuracy, evaluate
+from .models import PICKLE_SPEC, fit_state_dict, load_pickled_module, load_state_dict_file
 from .runner import Evaluator
-from .models import (
-    available_models,
-    build_architecture,
-    build_model,
-    default_weights_for,
-    load_state_dict_file,
-    load_state_dict_into,
-)
+from .zoo import ModelSpec, available_models, build_model, get_model_spec, register, registered_models
 
 __all__ = [
     "ASSETS_ENV_VAR",
+    "DATASETS",
+    "METRICS",
+    "PICKLE_SPEC",
+    "PREPROCESSINGS",
     "Accuracy",
-    "DatasetChoice",
     "Evaluator",
+    "ModelSpec",
     "asset_path",
     "available_models",
-    "build_architecture",
     "build_model",
     "default_assets_dir",
-    "default_dataset_for",
-    "default_loader",
-    "default_weights_for",
     "digits",
     "digits_arrays",
     "digits_split_indices",
     "evaluate",
+    "fit_state_dict",
+    "get_model_spec",
     "imagenet_folder",
+    "load_pickled_module",
     "load_state_dict_file",
-    "load_state_dict_into",
+    "locate",
     "make_loader",
     "mnist_idx",
+    "register",
+    "registered_models",
     "resolve_assets_dir",
 ]

@@ -1,4 +1,4 @@
-"""Locating the read-only evaluation assets and the repository's own data files.
+"""Where the read-only shared assets and the repository's own data files are: the one place that knows.
 
 The shared assets (real models and evaluation images) are never copied into the repository.
 Code takes their location as an argument; when none is given it falls back to the environment
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from ..errors import AssetNotFoundError
 
 ASSETS_ENV_VAR = "WEIGHTCODEC_ASSETS"
 
@@ -33,11 +35,11 @@ def resolve_assets_dir(assets_dir: str | os.PathLike[str] | None = None) -> Path
     """Return ``assets_dir`` (or the default location) after checking that it is a directory.
 
     Raises:
-        FileNotFoundError: if the directory does not exist.
+        AssetNotFoundError: if the directory does not exist.
     """
     path = Path(assets_dir).expanduser() if assets_dir is not None else default_assets_dir()
     if not path.is_dir():
-        raise FileNotFoundError(
+        raise AssetNotFoundError(
             f"assets directory not found: {path} (pass it explicitly or set ${ASSETS_ENV_VAR})"
         )
     return path
@@ -49,14 +51,27 @@ def asset_path(*parts: str, assets_dir: str | os.PathLike[str] | None = None) ->
     Example: ``asset_path("mnist", "mlp_784_500_250_10.pth")``.
 
     Raises:
-        FileNotFoundError: if the assets directory or the asset itself is missing.
+        AssetNotFoundError: if the assets directory or the asset itself is missing.
     """
     path = resolve_assets_dir(assets_dir).joinpath(*parts)
     if not path.exists():
-        raise FileNotFoundError(f"asset not found: {path}")
+        raise AssetNotFoundError(f"asset not found: {path}")
     return path
 
 
-def default_digits_weights() -> Path:
-    """Return the path of the example model committed in the repository (``data/digits_mlp.pt``)."""
-    return repo_root() / "data" / "digits_mlp.pt"
+def locate(relative: str, *, assets_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Find a file named relative to the repository (``data/digits_mlp.pt``) or to the shared assets.
+
+    The repository is searched first, so a file the project ships wins over the shared assets.
+
+    Raises:
+        AssetNotFoundError: if it is in neither place.
+    """
+    in_repo = repo_root() / relative
+    if in_repo.is_file():
+        return in_repo
+    try:
+        return asset_path(*Path(relative).parts, assets_dir=assets_dir)
+    except AssetNotFoundError as exc:
+        raise AssetNotFoundError(f"{relative} is neither in the repository ({in_repo}) nor in the shared "
+                                 f"assets ({exc})") from None

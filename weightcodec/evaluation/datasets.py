@@ -12,8 +12,9 @@ Three datasets are supported, each with a fixed sample order (never shuffled) an
 ``"digits"`` (:func:`digits`)
     scikit-learn's bundled 8x8 handwritten digits with a fixed train/test split (no download).
 
-:func:`default_loader` picks the dataset and preprocessing that fit a model spec
-(see :data:`DEFAULT_DATASETS`).
+Which data set evaluates which model is the model registry's business (:mod:`.zoo`). Errors are
+:class:`~weightcodec.errors.DatasetError` (malformed data, bad argument) and
+:class:`~weightcodec.errors.AssetNotFoundError` (missing folder or file).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import csv
 import gzip
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from ..errors import AssetNotFoundError, DatasetError
 from .assets import resolve_assets_dir
 
 Preprocessing = Literal["torchvision", "tf-inception"]
@@ -63,7 +64,7 @@ def default_num_workers() -> int:
 
 def _check_limit(limit: int | None) -> None:
     if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+        raise DatasetError(f"limit must be a positive integer or None, got {limit!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,7 +107,7 @@ def imagenet_transform(preprocessing: Preprocessing = "torchvision") -> Callable
     """Return the image -> tensor transform for an ImageNet ``preprocessing`` name.
 
     Raises:
-        ValueError: for an unknown preprocessing name.
+        DatasetError: for an unknown preprocessing name.
     """
     if preprocessing == "torchvision":
         import torchvision.transforms as T
@@ -119,7 +120,7 @@ def imagenet_transform(preprocessing: Preprocessing = "torchvision") -> Callable
         ])
     if preprocessing == "tf-inception":
         return TfInceptionPreprocess()
-    raise ValueError(f"unknown preprocessing {preprocessing!r}: expected one of {PREPROCESSINGS}")
+    raise DatasetError(f"unknown preprocessing {preprocessing!r}: expected one of {PREPROCESSINGS}")
 
 
 class ImageFileDataset(Dataset):
@@ -148,22 +149,22 @@ def _samples_from_labels_csv(root: Path) -> list[tuple[Path, int]]:
     with labels_csv.open(newline="") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or not {"filename", "label"} <= set(reader.fieldnames):
-            raise ValueError(f"{labels_csv} must have a header with columns 'filename,label'")
+            raise DatasetError(f"{labels_csv} must have a header with columns 'filename,label'")
         for line_number, row in enumerate(reader, start=2):
             try:
                 label = int(row["label"])
             except (TypeError, ValueError):
-                raise ValueError(
+                raise DatasetError(
                     f"{labels_csv}:{line_number}: label {row['label']!r} is not an integer"
                 ) from None
             if label < 0:
-                raise ValueError(f"{labels_csv}:{line_number}: negative label {label}")
+                raise DatasetError(f"{labels_csv}:{line_number}: negative label {label}")
             samples.append((images_dir / row["filename"], label))
     if not samples:
-        raise ValueError(f"{labels_csv} lists no images")
+        raise DatasetError(f"{labels_csv} lists no images")
     missing = [str(path) for path, _ in samples if not path.is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise AssetNotFoundError(
             f"{len(missing)} image(s) listed in {labels_csv} are missing, e.g. {missing[0]}"
         )
     return samples
@@ -173,7 +174,7 @@ def _samples_from_class_folders(root: Path) -> list[tuple[Path, int]]:
     """Read an ImageNet class-folder tree: ``root/<wnid>/*.JPEG``, label = index of sorted wnid."""
     class_dirs = sorted(entry for entry in root.iterdir() if entry.is_dir())
     if len(class_dirs) != IMAGENET_NUM_CLASSES:
-        raise ValueError(
+        raise DatasetError(
             f"{root} has no labels.csv and {len(class_dirs)} class folders instead of "
             f"{IMAGENET_NUM_CLASSES}: the sorted-synset class indices would not match the model "
             "(add a labels.csv with filename,label and an images/ folder instead)"
@@ -184,7 +185,7 @@ def _samples_from_class_folders(root: Path) -> list[tuple[Path, int]]:
             if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
                 samples.append((path, label))
     if not samples:
-        raise ValueError(f"no images found in the class folders of {root}")
+        raise DatasetError(f"no images found in the class folders of {root}")
     return samples
 
 
@@ -196,12 +197,12 @@ def imagenet_samples(root: str | os.PathLike[str]) -> list[tuple[Path, int]]:
     folders, whose sorted order gives the torchvision class index (files sorted by name).
 
     Raises:
-        FileNotFoundError: if ``root`` or a listed image is missing.
-        ValueError: if the folder is neither layout or ``labels.csv`` is malformed.
+        AssetNotFoundError: if ``root`` or a listed image is missing.
+        DatasetError: if the folder is neither layout or ``labels.csv`` is malformed.
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"ImageNet evaluation folder not found: {root}")
+        raise AssetNotFoundError(f"ImageNet evaluation folder not found: {root}")
     if (root / "labels.csv").is_file():
         return _samples_from_labels_csv(root)
     return _samples_from_class_folders(root)
@@ -251,28 +252,28 @@ def _find_idx_file(root: Path, name: str) -> Path:
     for candidate in (root / name, root / name.removesuffix(".gz")):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"MNIST file not found: {root / name}")
+    raise AssetNotFoundError(f"MNIST file not found: {root / name}")
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an IDX file (gzipped if its name ends in ``.gz``) holding unsigned bytes.
 
     Raises:
-        ValueError: if the header is not an unsigned-byte IDX header or the size does not match.
+        DatasetError: if the header is not an unsigned-byte IDX header or the size does not match.
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as handle:
         data = handle.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file")
+        raise DatasetError(f"{path} is not an unsigned-byte IDX file")
     num_dims = data[3]
     header_size = 4 + 4 * num_dims
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(num_dims))
     expected = int(np.prod(shape)) if shape else 0
     payload = np.frombuffer(data, dtype=np.uint8, offset=header_size)
     if payload.size != expected:
-        raise ValueError(f"{path}: header says {shape} ({expected} bytes), file has {payload.size}")
+        raise DatasetError(f"{path}: header says {shape} ({expected} bytes), file has {payload.size}")
     return payload.reshape(shape)
 
 
@@ -280,11 +281,11 @@ def mnist_arrays(root: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     """Return the MNIST test set as ``(images uint8 (N, 28, 28), labels uint8 (N,))``."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"MNIST folder not found: {root}")
+        raise AssetNotFoundError(f"MNIST folder not found: {root}")
     images = read_idx(_find_idx_file(root, MNIST_TEST_IMAGES))
     labels = read_idx(_find_idx_file(root, MNIST_TEST_LABELS))
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise ValueError(f"MNIST files in {root} disagree: images {images.shape}, labels {labels.shape}")
+        raise DatasetError(f"MNIST files in {root} disagree: images {images.shape}, labels {labels.shape}")
     return images, labels
 
 
@@ -334,10 +335,10 @@ def digits_arrays(split: DigitsSplit = "test") -> tuple[np.ndarray, np.ndarray]:
     """Return one split of the digits as ``(features float32 (N, 64) in [0, 1], labels int64)``.
 
     Features are the 8x8 pixel counts (0..16) divided by 16.0, the same scaling the training
-    script ``tools/train_example.py`` uses.
+    script ``python -m tools.train_example`` uses.
     """
     if split not in ("train", "test"):
-        raise ValueError(f"digits split must be 'train' or 'test', got {split!r}")
+        raise DatasetError(f"digits split must be 'train' or 'test', got {split!r}")
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -366,7 +367,7 @@ def digits(
 
 
 # --------------------------------------------------------------------------------------------
-# Registry: model spec -> default evaluation data
+# By name
 # --------------------------------------------------------------------------------------------
 
 DATASETS: tuple[str, ...] = ("imagenet", "mnist", "digits")
@@ -377,43 +378,6 @@ DATASET_ASSET_DIRS: dict[str, str | None] = {
     "mnist": "mnist",
     "digits": None,
 }
-
-
-@dataclass(frozen=True)
-class DatasetChoice:
-    """Which dataset (and, for ImageNet, which preprocessing) evaluates a model."""
-
-    dataset: str
-    preprocessing: str | None = None
-
-
-#: Default evaluation data of the model specs that need a specific one. Any other torchvision
-#: architecture gets ``DatasetChoice("imagenet", "torchvision")``. ``"mobilenet_v2"`` defaults to
-#: the TensorFlow preprocessing because the only MobileNetV2 weights available (the shared asset)
-#: were converted from TensorFlow; pass ``preprocessing="torchvision"`` for torchvision weights.
-DEFAULT_DATASETS: dict[str, DatasetChoice] = {
-    "digits-mlp": DatasetChoice("digits"),
-    "mnist-mlp": DatasetChoice("mnist"),
-    "mobilenet_v2": DatasetChoice("imagenet", "tf-inception"),
-}
-
-
-def default_dataset_for(model_spec: str) -> DatasetChoice:
-    """Return the default evaluation dataset and preprocessing of a model spec.
-
-    Raises:
-        ValueError: for ``"pickle"`` or an unknown spec (the dataset must then be chosen explicitly).
-    """
-    if model_spec in DEFAULT_DATASETS:
-        return DEFAULT_DATASETS[model_spec]
-    from .models import torchvision_classification_models
-
-    if model_spec in torchvision_classification_models():
-        return DatasetChoice("imagenet", "torchvision")
-    raise ValueError(
-        f"no default evaluation dataset for model spec {model_spec!r}: choose one of {DATASETS} "
-        "explicitly"
-    )
 
 
 def make_loader(
@@ -437,16 +401,16 @@ def make_loader(
         num_workers: ImageNet decoding workers (default :func:`default_num_workers`).
 
     Raises:
-        ValueError: unknown dataset, or a preprocessing given for a dataset that has none.
-        FileNotFoundError: missing dataset folder or files.
+        DatasetError: unknown dataset, or a preprocessing given for a dataset that has none.
+        AssetNotFoundError: missing dataset folder or files.
     """
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}: expected one of {DATASETS}")
+        raise DatasetError(f"unknown dataset {dataset!r}: expected one of {DATASETS}")
     if dataset != "imagenet" and preprocessing is not None:
-        raise ValueError(f"dataset {dataset!r} has a fixed preprocessing; got {preprocessing!r}")
+        raise DatasetError(f"dataset {dataset!r} has a fixed preprocessing; got {preprocessing!r}")
     if dataset == "digits":
         if root is not None:
-            raise ValueError("the digits dataset ships with scikit-learn and takes no root folder")
+            raise DatasetError("the digits dataset ships with scikit-learn and takes no root folder")
         return digits(split="test", limit=limit)
     if root is None:
         asset_dir = DATASET_ASSET_DIRS[dataset]
@@ -456,23 +420,3 @@ def make_loader(
         return mnist_idx(root, limit=limit)
     return imagenet_folder(root, preprocessing=preprocessing or "torchvision",  # type: ignore[arg-type]
                            limit=limit, num_workers=num_workers)
-
-
-def default_loader(
-    model_spec: str,
-    *,
-    root: str | os.PathLike[str] | None = None,
-    assets_dir: str | os.PathLike[str] | None = None,
-    preprocessing: str | None = None,
-    limit: int | None = None,
-    num_workers: int | None = None,
-) -> DataLoader:
-    """Return the evaluation ``DataLoader`` that fits ``model_spec`` (see :data:`DEFAULT_DATASETS`).
-
-    ``preprocessing`` overrides the default ImageNet preprocessing; the other arguments are those
-    of :func:`make_loader`.
-    """
-    choice = default_dataset_for(model_spec)
-    return make_loader(choice.dataset, root=root, assets_dir=assets_dir,
-                       preprocessing=preprocessing or choice.preprocessing, limit=limit,
-                       num_workers=num_workers)

@@ -1,4 +1,8 @@
-"""Classification accuracy of a model over an evaluation ``DataLoader``."""
+"""Scoring a model over an evaluation ``DataLoader``: the metrics a model entry can name.
+
+:data:`METRICS` maps a :class:`~weightcodec.evaluation.zoo.ModelSpec`'s ``metric`` to the function
+that computes it; ``"top1"`` (classifiers: top-1 and top-5 accuracy) is :func:`evaluate`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from typing import TypedDict
 
 import torch
 from torch import nn
+
+from ..errors import DatasetError
 
 #: ``progress(done, total)``: samples evaluated so far, and the total (None if unknown).
 ProgressCallback = Callable[[int, "int | None"], None]
@@ -53,7 +59,7 @@ def evaluate(
         progress: optional callback ``progress(done, total)`` called after each batch.
 
     Raises:
-        ValueError: if the loader yields no samples or the model output is not ``(batch, classes)``.
+        DatasetError: if the loader yields no samples or the model output is not ``(batch, classes)``.
     """
     total = _dataset_size(loader)
     device = _model_device(model)
@@ -68,7 +74,7 @@ def evaluate(
                 logits = model(inputs.to(device))
                 labels = torch.as_tensor(labels).to(logits.device)
                 if logits.ndim != 2 or logits.shape[0] != labels.shape[0]:
-                    raise ValueError(
+                    raise DatasetError(
                         f"model output has shape {tuple(logits.shape)}; expected "
                         f"({labels.shape[0]}, num_classes) logits"
                     )
@@ -83,5 +89,9 @@ def evaluate(
     finally:
         model.train(was_training)
     if done == 0:
-        raise ValueError("the evaluation loader yielded no samples")
+        raise DatasetError("the evaluation loader yielded no samples")
     return Accuracy(top1=100.0 * correct_top1 / done, top5=100.0 * correct_top5 / done, n=done)
+
+
+#: ``metric name -> function(model, loader, *, progress) -> result dict``, dispatched on by the Evaluator.
+METRICS: dict[str, Callable[..., Accuracy]] = {"top1": evaluate}

@@ -1,7 +1,8 @@
 """One model and its evaluation set, loaded once, scoring any state_dict of that model.
 
-The sweep (``tools/sweep.py``) and the benchmark (``bench/run.py``) both score models through
-:class:`Evaluator`, so there is one evaluator in the project. The evaluation batches are decoded
+The sweep (``tools.sweep``), the studies and the benchmark (``bench.run``) all score models through
+:class:`Evaluator`, so there is one scorer in the project; what a model name means (architecture,
+weights, data set, metric) comes from the registry, :mod:`.zoo`. The evaluation batches are decoded
 and preprocessed once and kept in memory when they fit a budget (ImageNet-val1000 at 224x224 is
 about 600 MB), so scoring ten QPs costs ten forward passes, not ten rounds of PNG decoding.
 """
@@ -16,9 +17,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .datasets import DATASETS, default_dataset_for, make_loader
-from .metrics import Accuracy, evaluate
-from .models import PICKLE_SPEC, build_model, default_weights_for, load_state_dict_into
+from ..errors import DatasetError
+from .datasets import DATASETS, make_loader
+from .metrics import METRICS, Accuracy
+from .models import PICKLE_SPEC, fit_state_dict
+from .zoo import build_model, get_model_spec
 
 #: Evaluation batches are cached in memory up to this many bytes; larger sets are streamed.
 DEFAULT_CACHE_BYTES = 4 * 1024**3
@@ -38,6 +41,7 @@ class Evaluator:
     data_root: Path | None
     batches: object  # a list of cached batches, or the DataLoader itself
     num_samples: int
+    metric: str = "top1"
     _reference: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -54,11 +58,11 @@ class Evaluator:
         assets_dir: str | os.PathLike[str] | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> "Evaluator":
-        """Build the model of ``spec`` with ``weights`` and the loader of its evaluation set.
+        """Build the model named ``spec`` with ``weights`` and the loader of its evaluation set.
 
         Args:
-            spec: model spec (see :mod:`.models`).
-            weights: weights file; default: the known file of the spec (:func:`default_weights_for`).
+            spec: a model name (see :mod:`.zoo`), or ``"pickle"`` for a pickled module in ``weights``.
+            weights: weights file; default: the registry entry's.
             trust_pickle: required for ``spec == "pickle"``.
             dataset: ``"imagenet"``, ``"mnist"`` or ``"digits"``; default: the spec's own.
             data_root: dataset folder (an ImageNet-style folder, or the MNIST IDX folder);
@@ -68,19 +72,18 @@ class Evaluator:
             cache_bytes: keep the preprocessed batches in memory when they fit in this many bytes.
 
         Raises:
-            ValueError, FileNotFoundError: as :func:`build_model` and :func:`make_loader`.
+            EvaluationError: (its subclasses) unknown model, missing weights or data, bad data set;
+            ModelLoadError: weights that are not a state_dict of the model.
         """
-        if weights is None and spec != PICKLE_SPEC:
-            weights = default_weights_for(spec, assets_dir=assets_dir)
+        entry = None if spec == PICKLE_SPEC else get_model_spec(spec)
+        if weights is None and entry is not None:
+            weights = entry.weights_path(assets_dir=assets_dir)
         model = build_model(spec, weights, trust_pickle=trust_pickle)
         if dataset is None:
-            if spec == PICKLE_SPEC:
-                raise ValueError(
-                    f"a pickled model has no default evaluation dataset: choose one of {DATASETS}"
-                )
-            choice = default_dataset_for(spec)
-            dataset = choice.dataset
-            preprocessing = preprocessing or choice.preprocessing
+            if entry is None:
+                raise DatasetError(f"a pickled model has no default evaluation dataset: choose one of {DATASETS}")
+            dataset = entry.dataset
+            preprocessing = preprocessing or entry.preprocessing
         elif dataset == "imagenet" and preprocessing is None:
             preprocessing = "torchvision"
         loader = make_loader(dataset, root=data_root, assets_dir=assets_dir,
@@ -94,7 +97,7 @@ class Evaluator:
         return cls(spec=spec, weights=Path(weights) if weights is not None else None, model=model,
                    dataset=dataset, preprocessing=preprocessing,
                    data_root=Path(data_root) if data_root is not None else None,
-                   batches=batches, num_samples=num_samples)
+                   batches=batches, num_samples=num_samples, metric="top1" if entry is None else entry.metric)
 
     def reference_state_dict(self) -> dict[str, torch.Tensor]:
         """The float state_dict of the reference model (what gets encoded)."""
@@ -108,13 +111,14 @@ class Evaluator:
         *,
         progress: ProgressCallback | None = None,
     ) -> Accuracy:
-        """Top-1/top-5 of the reference model, or of its architecture with ``state_dict`` loaded.
+        """The model's metric (top-1/top-5 for classifiers) of the reference model, or of its
+        architecture with ``state_dict`` loaded.
 
         Raises:
-            ValueError: if ``state_dict`` does not fit the model.
+            ModelLoadError: if ``state_dict`` does not fit the model.
         """
-        model = self.model if state_dict is None else load_state_dict_into(self.model, state_dict)
-        return evaluate(model, self.batches, progress=progress)  # type: ignore[arg-type]
+        model = self.model if state_dict is None else fit_state_dict(self.model, state_dict)
+        return METRICS[self.metric](model, self.batches, progress=progress)  # type: ignore[arg-type]
 
 
 class _CachingBatches:

@@ -13,6 +13,7 @@ from ..backends.base import PictureSpec
 from ..errors import CorruptStreamError
 from ..header import HevcInfo, TensorInfo
 from ..hevc import parse_stream_info
+from ..measure import tensor_error
 from ..plan import TensorPlan
 from ..quant import QuantizedTensor
 from ..tiling import TileLayout, frames_to_matrix, matrix_to_frames, plan_tiles
@@ -45,10 +46,8 @@ def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTens
     )
     rmse = max_err = None
     if ctx.verify:
-        decoded = decode_matrix(ctx.backend, stream, info, plan.name)
-        diff = decoded.astype(np.int16) - matrix.astype(np.int16)
-        rmse = float(np.sqrt(np.mean(diff.astype(np.float64) ** 2)))
-        max_err = int(np.max(np.abs(diff)))
+        error = tensor_error(decode_matrix(ctx.backend, stream, info, plan.name), matrix)
+        rmse, max_err = error.rmse, int(error.max_abs)
     return CodedTensor(plan, stream, scales=scales_bytes(q), axis=q.axis, hevc=info, int8_rmse=rmse,
                        int8_max_error=max_err, seconds=time.perf_counter() - started)
 
