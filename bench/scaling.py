@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, terminate)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         result = run(args.sizes.split(","), args.engines.split(","), args.wait, Path(tmp), args.qp)
-    from weightcodec.evaluation.machine import machine_info
+    from weightcodec.measure import machine_info
 
     result["command"] = "python -m bench.scaling " + " ".join(argv if argv is not None else sys.argv[1:])
     result["environment"] = machine_info()

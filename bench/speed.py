@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             "decode_target": 1.25}
     import av
 
-    from weightcodec.evaluation.machine import machine_info
+    from weightcodec.measure import machine_info
 
     result["environment"] = {**machine_info(), "pyav": av.__version__}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from weightcodec.container import ContainerReader
 from weightcodec.errors import ConfigError, FormatError
 from weightcodec.storage import hevc
 
-from conftest import smooth_matrix
+from tests.helpers import smooth_matrix
 
 
 @pytest.fixture(scope="module")

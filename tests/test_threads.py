@@ -8,7 +8,7 @@ from weightcodec.backends.base import PictureSpec
 from weightcodec.config import HevcSettings
 from weightcodec.errors import ConfigError
 
-from conftest import smooth_matrix
+from tests.helpers import smooth_matrix
 
 
 @pytest.fixture(scope="module")

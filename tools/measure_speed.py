@@ -26,7 +26,6 @@ skipped with a note when absent.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -35,17 +34,20 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
+import click
 import numpy as np
 
 from weightcodec.backends import get_backend
 from weightcodec.backends.base import PictureSpec
 from weightcodec.config import WEIGHT_X265_PARAMS, HevcSettings
+from weightcodec.errors import WeightcodecError
 from weightcodec.parallel import default_workers, ordered_map
 from weightcodec.quant import quantize
 from weightcodec.tiling import frames_to_matrix, matrix_to_frames, plan_tiles
 
-from tools.measure_encoder import bd_rate, default_assets, pooled
+from tools.measure_encoder import bd_rate, load_matrices, pooled
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_QPS = (24, 28, 32, 36)
@@ -104,23 +106,14 @@ def llm_matrices(seed: int, crop_rows: int) -> list[Matrix]:
     return out
 
 
-def real_matrices(assets: Path) -> list[Matrix]:
-    import torch
-
-    sources = [("mnist_mlp", assets / "mnist" / "mlp_784_500_250_10.pth", ("l1.weight", "l2.weight")),
-               ("mobilenet_v2", assets / "mobilenet_v2" / "mobilenet_v2_imagenet.pth",
-                ("classifier.1.weight", "features.18.0.weight"))]
-    out = []
-    for model, path, names in sources:
-        if not path.is_file():
-            print(f"note: {path} is absent; its matrices are skipped", file=sys.stderr)
-            continue
-        sd = torch.load(path, weights_only=True)
-        for name in names:
-            w = sd[name].float().numpy()
-            out.append(Matrix(f"{model}:{name}", quantize(w.reshape(w.shape[0], -1), "per-tensor").values,
-                              f"{path.name}"))
-    return out
+def real_matrices(assets_dir: Path | None) -> list[Matrix]:
+    """MNIST MLP l1/l2 and MobileNetV2 classifier.1/features.18.0 (as tools.measure_encoder), or
+    none with a note when the shared assets are absent."""
+    try:
+        return [Matrix(m.name, m.values, "shared assets") for m in load_matrices(assets_dir)]
+    except WeightcodecError as exc:
+        print(f"note: the real matrices are skipped ({exc})", file=sys.stderr)
+        return []
 
 
 def _cpu() -> float:
@@ -134,7 +127,10 @@ def run_job(job: tuple[str, str, str, int], context) -> dict:
     matrices, presets, check_threads = context
     matrix = matrices[matrix_name]
     backend = get_backend("pyav")
-    settings = HevcSettings(qp=qp, preset=presets[variant], extra_x265_params=parse_params(params) + ONE_THREAD)
+    # effort "max" adds no parameters of its own: the variant is exactly its preset + WEIGHT_X265_PARAMS
+    # + its params (the effort levels are themselves variants of this table)
+    settings = HevcSettings(qp=qp, effort="max", preset=presets[variant],
+                            extra_x265_params=parse_params(params) + ONE_THREAD)
     layout = plan_tiles(*matrix.shape, max_height=settings.max_tile_height, max_width=settings.max_tile_width)
     frames = matrix_to_frames(matrix, layout)
     c0, w0 = _cpu(), time.perf_counter()
@@ -149,7 +145,7 @@ def run_job(job: tuple[str, str, str, int], context) -> dict:
            "encode_cpu_seconds": c1 - c0, "decode_cpu_seconds": c2 - c1,
            "encode_wall_seconds": w1 - w0, "decode_wall_seconds": w2 - w1}
     if check_threads and qp == CHECK_THREADS_QP:  # the same stream with x265's default thread pool
-        free = HevcSettings(qp=qp, preset=presets[variant], extra_x265_params=parse_params(params))
+        free = HevcSettings(qp=qp, effort="max", preset=presets[variant], extra_x265_params=parse_params(params))
         out["same_bytes_with_default_threads"] = backend.encode(frames, free) == stream
     return out
 
@@ -212,24 +208,30 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--assets", type=Path, default=default_assets())
-    ap.add_argument("--qps", default=",".join(map(str, DEFAULT_QPS)))
-    ap.add_argument("--variants", default="all", help="comma-separated names, or 'all' (the baseline is always run)")
-    ap.add_argument("--baseline", default="medium")
-    ap.add_argument("--crop-rows", type=int, default=1878,
-                    help="rows of the 5632x2048 and 32000x2048 matrices to code (1878: one of gate_proj's tiles)")
-    ap.add_argument("--no-llm", action="store_true", help="only the real matrices")
-    ap.add_argument("--workers", type=int, default=default_workers())
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "data" / "encoder_speed.json")
-    ap.add_argument("--markdown", type=Path, default=None)
-    args = ap.parse_args(argv)
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--assets", "assets_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Shared assets folder [default: $WEIGHTCODEC_ASSETS or ../shared/assets].")
+@click.option("--qps", default=",".join(map(str, DEFAULT_QPS)), show_default=True, help="Comma-separated QPs.")
+@click.option("--variants", default="all", show_default=True,
+              help="Comma-separated variant names, or 'all' (the baseline always runs).")
+@click.option("--baseline", default="medium", show_default=True)
+@click.option("--crop-rows", type=int, default=1878, show_default=True,
+              help="Rows of the 5632x2048 and 32000x2048 matrices to code (1878: one of gate_proj's tiles).")
+@click.option("--no-llm", is_flag=True, help="Only the real matrices.")
+@click.option("--workers", type=click.IntRange(min=1), default=default_workers(), show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              default=ROOT / "docs" / "data" / "encoder_speed.json", show_default=True)
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path))
+def main(assets_dir, qps, variants, baseline, crop_rows, no_llm, workers, out, markdown_path):
+    """Encode speed (MB per CPU second) against bits at equal int8 RMSE, per x265 preset and parameters."""
+    argv = sys.argv[1:]
+    args = SimpleNamespace(qps=qps, variants=variants, baseline=baseline, crop_rows=crop_rows, no_llm=no_llm,
+                         workers=workers, out=out, markdown=markdown_path, assets=assets_dir)
     qps = [int(q) for q in args.qps.split(",")]
     chosen = [v for v in VARIANTS if args.variants == "all" or v[0] in args.variants.split(",") or v[0] == args.baseline]
     matrices = real_matrices(args.assets) + ([] if args.no_llm else llm_matrices(0, args.crop_rows))
     if not matrices:
-        raise SystemExit("no matrices: no assets and --no-llm")
+        raise click.ClickException("no matrices: no assets and --no-llm")
     by_name = {m.name: m.values for m in matrices}
     presets = {v[0]: v[1] for v in chosen}
     # biggest jobs first so that the pool's tail is short; the order of results does not matter
@@ -246,11 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     print(file=sys.stderr)
     import av
 
-    from weightcodec.evaluation.machine import machine_info
+    from weightcodec.measure import machine_info
 
     result = {
         "tool": "tools/measure_speed.py",
-        "command": "python -m tools.measure_speed " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m tools.measure_speed " + " ".join(argv),
         "environment": {**machine_info(), "pyav": av.__version__, "workers": args.workers,
                         "loadavg_before": [round(x, 2) for x in load_before],
                         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
@@ -279,8 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         args.markdown.write_text(table)
     print(f"wrote {args.out}" + (f" and {args.markdown}" if args.markdown else ""), file=sys.stderr)
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
