@@ -153,7 +153,8 @@ def run(sizes: list[str], engines: list[str], wait: float, workdir: Path, qp: in
                     row[key]["mb_per_s"] = round(facts["weights"] / r["wall_seconds"] / 1e6, 3)
                     row[key]["within_memory_target"] = r["tree_peak_pss_mb"] <= target_mb
                 result["runs"].append(row)
-                print(f"{size:5s} {engine:6s} encode {enc['wall_seconds']:8.1f} s {row['encode']['mb_per_s']:6.2f} MB/s "
+                print(f"{size:5s} {engine:6s} encode {enc['wall_seconds']:8.1f} s "
+                      f"{row['encode']['mb_per_s']:6.2f} MB/s "
                       f"pss {enc['tree_peak_pss_mb']:8.0f} MB | decode {dec['wall_seconds']:7.1f} s "
                       f"pss {dec['tree_peak_pss_mb']:8.0f} MB | target {target_mb:8.0f} MB | load {loadavg()[0]}",
                       file=sys.stderr, flush=True)

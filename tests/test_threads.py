@@ -40,7 +40,8 @@ def test_efforts_map_to_presets_and_params_and_small_matrices_keep_8x8_blocks():
     small = default.for_matrix(SMALL_MATRIX_WEIGHTS - 1)
     assert "min-cu-size=8" in small.x265_params() and "rd=2" in small.x265_params()
     assert default.for_matrix(SMALL_MATRIX_WEIGHTS) is default
-    assert HevcSettings(effort="max").preset == "veryslow" and "min-cu-size" not in HevcSettings(effort="max").x265_params()
+    most = HevcSettings(effort="max")
+    assert most.preset == "veryslow" and "min-cu-size" not in most.x265_params()
     assert HevcSettings(effort="fast").for_matrix(10).x265_params().count("min-cu-size=32") == 1
     # an explicit preset or parameter wins over the effort's
     assert HevcSettings(preset="slow").preset == "slow"
