@@ -18,6 +18,7 @@ results are yielded, so nothing half-made is written.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -100,6 +101,8 @@ def ordered_map(
     mp_context = multiprocessing.get_context("fork" if "fork" in methods else None)
     inherit = mp_context.get_start_method() == "fork"
     previous, _CONTEXT = _CONTEXT, context
+    if inherit:
+        gc.freeze()  # the parent's objects out of the collector's reach: workers' GC passes do not copy their pages
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp_context, initializer=_init_worker,
                                initargs=(os.getpid(), None if inherit else context))
     pending: deque = deque()
@@ -122,6 +125,8 @@ def ordered_map(
         # after _stop the workers are gone (reaped there): waiting for the executor's threads could
         # hang on a pipe a killed worker left half-read, so only a normal end waits
         pool.shutdown(wait=not stopped, cancel_futures=True)
+        if inherit:
+            gc.unfreeze()
 
 
 def _result(job: Any, future, describe: Callable[[Any], str]) -> Any:
