@@ -25,6 +25,9 @@ def test_x265_threads_change_no_byte(name, preset, frames):
     settings = HevcSettings(qp=30, preset=preset, extra_x265_params=(("min-cu-size", "16"),))
     streams = {threads: backend.encode(frames, settings, threads=threads) for threads in (None, 1, 2)}
     assert len(set(streams.values())) == 1
+    # the run-time rc-lookahead=0 changes no byte either: the settings' own lookahead wins over it
+    assert backend.encode(frames, HevcSettings(qp=30, preset=preset, extra_x265_params=(
+        ("min-cu-size", "16"), ("rc-lookahead", "20" if preset == "medium" else "5")))) == streams[None]
     decoded = backend.decode(streams[1], PictureSpec(*frames.shape))
     assert np.max(np.abs(decoded.astype(int) - frames)) <= 40  # a real lossy reconstruction
     with pytest.raises(ConfigError, match="threads"):

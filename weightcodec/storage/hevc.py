@@ -36,6 +36,9 @@ def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTens
     layout = plan_tiles(rows, cols, max_height=settings.max_tile_height, max_width=settings.max_tile_width)
     matrix = q.values.reshape(rows, cols)
     frames = matrix_to_frames(matrix, layout)
+    scales, axis = scales_bytes(q), q.axis
+    if not ctx.verify:  # the int8 copy is not needed while x265 codes the frames
+        del q, matrix
     # threads only when capped, so that a FrameCodec without the keyword still works in one process
     stream = ctx.backend.encode(frames, settings) if ctx.threads is None else \
         ctx.backend.encode(frames, settings, threads=ctx.threads)
@@ -48,7 +51,8 @@ def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTens
     if ctx.verify:
         error = tensor_error(decode_matrix(ctx.backend, stream, info, plan.name), matrix)
         rmse, max_err = error.rmse, int(error.max_abs)
-    return CodedTensor(plan, stream, scales=scales_bytes(q), axis=q.axis, hevc=info, int8_rmse=rmse,
+    del frames
+    return CodedTensor(plan, stream, scales=scales, axis=axis, hevc=info, int8_rmse=rmse,
                        int8_max_error=max_err, seconds=time.perf_counter() - started)
 
 
