@@ -175,25 +175,32 @@ def plot(paths: list[Path], png: Path) -> None:
 
     runs = [r for p in paths for r in json.loads(p.read_text())["runs"]]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    colours = {"single": "tab:blue", "pool": "tab:orange", "ray": "tab:green"}
     for engine, marker in (("single", "o"), ("pool", "s"), ("ray", "^")):
         rows = sorted((r for r in runs if r["engine"] == engine), key=lambda r: r["weights"])
         if not rows:
             continue
         w = [r["weights"] for r in rows]
-        axes[0].loglog(w, [r["encode"]["wall_seconds"] for r in rows], marker=marker, label=f"encode, {engine}")
+        axes[0].loglog(w, [r["encode"]["wall_seconds"] for r in rows], marker=marker, label=f"encode, {engine}",
+                       color=colours[engine])
         axes[0].loglog(w, [r["decode"]["wall_seconds"] for r in rows], marker=marker, ls="--",
-                       label=f"decode, {engine}")
-        axes[1].semilogx(w, [r["encode"]["mb_per_s"] for r in rows], marker=marker, label=f"encode, {engine}")
-        axes[2].loglog(w, [r["encode"]["tree_peak_pss_mb"] for r in rows], marker=marker, label=f"encode, {engine}")
-        axes[2].loglog(w, [r["decode"]["tree_peak_pss_mb"] for r in rows], marker=marker, ls="--",
-                       label=f"decode, {engine}")
+                       label=f"decode, {engine}", color=colours[engine])
+        axes[1].semilogx(w, [r["encode"]["mb_per_s"] for r in rows], marker=marker, label=f"encode, {engine}",
+                         color=colours[engine])
+        axes[2].loglog(w, [r["encode"]["vmhwm_mb"] for r in rows], marker=marker, label=f"encode, {engine}",
+                       color=colours[engine])
+        axes[2].loglog(w, [r["decode"]["vmhwm_mb"] for r in rows], marker=marker, ls="--",
+                       label=f"decode, {engine}", color=colours[engine])
     rows = sorted({r["weights"]: r for r in runs}.values(), key=lambda r: r["weights"])
     axes[2].loglog([r["weights"] for r in rows], [r["memory_target_mb"] for r in rows], "k:", label="target")
-    for ax, title in zip(axes, ("wall seconds", "encode MB/s (1e6 weights/s)", "peak memory, MB (tree PSS)")):
+    for ax, title in zip(axes, ("wall seconds", "encode MB/s (1e6 weights/s)", "peak memory, MB (VmHWM of wcodec)")):
         ax.set_xlabel("weights")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
+    loads = [r["machine"]["load_before"][0] for r in runs]
+    fig.suptitle(f"random-init LLM-shaped fp16 checkpoints, 2 cores; 1-min load {min(loads):.0f}-{max(loads):.0f} "
+                 "during the runs: wall times pessimistic", fontsize=9)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
 
