@@ -321,6 +321,7 @@ def decode(
     max_output_bytes: int | None = None,
     only: str | Sequence[str] | None = None,
     workers: int | None = None,
+    keep_quantized: bool = True,
     progress: Progress | None = None,
 ) -> DecodeResult:
     """Decode a ``.wcodec`` file (path or bytes) back to tensors, and to a module if it held one.
@@ -330,6 +331,8 @@ def decode(
     ``trust_pickle=True``; ``as_state_dict=True`` skips the module and returns the state_dict.
     ``only`` decodes just the tensors matching the glob(s) (a state_dict, never a module) and
     reads nothing else; ``workers`` threads decode streams in parallel (see :func:`iter_decode`).
+    ``keep_quantized=False`` leaves ``result.quantized`` empty: the int8 values of every tensor
+    are then not held beside the dequantized ones (half the model's weights count in bytes).
     Decoding is deterministic: the same file always gives bit-identical tensors.
 
     The file is untrusted: every failure is a :class:`~weightcodec.errors.FormatError` (or, for
@@ -347,7 +350,7 @@ def decode(
         quantized: dict[str, QuantizedTensor] = {}
         for decoded in iter_decoded(reader, entries, backend=backend, workers=workers, progress=progress):
             state_dict[decoded.name] = decoded.tensor
-            if decoded.quantized is not None:
+            if decoded.quantized is not None and keep_quantized:
                 quantized[decoded.name] = decoded.quantized
         skeleton = None
         if header.model.kind == "module" and not as_state_dict and only is None:

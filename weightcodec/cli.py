@@ -298,7 +298,8 @@ def decode_command(file, output, as_state_dict, trust_pickle, backend, max_outpu
         bar.start()
     try:
         result = _run(decode, file, backend=backend, trust_pickle=trust_pickle, as_state_dict=as_state_dict,
-                      max_output_bytes=max_output_size, only=only or None, workers=workers, progress=update)
+                      max_output_bytes=max_output_size, only=only or None, workers=workers, keep_quantized=False,
+                      progress=update)
         written = _run(save_torch, result.model, output)
         _mark_written(output)
     finally:

@@ -37,9 +37,9 @@ def _broadcast_shape(ndim: int, axis: int, n: int) -> tuple[int, ...]:
     return tuple(shape)
 
 
-#: Elements per chunk of the chunked passes: their float32/float64 temporaries stay at tens of MB
+#: Elements per chunk of the chunked passes: their float32/float64 temporaries stay at a few MB
 #: whatever the tensor's size (no full float32 copy of an fp16 or bf16 tensor).
-CHUNK_ELEMENTS = 1 << 22
+CHUNK_ELEMENTS = 1 << 20
 
 #: ``rows(i, j)``: rows i..j of the tensor viewed as a matrix (shape[0], -1), as float32.
 RowReader = Callable[[int, int], np.ndarray]
