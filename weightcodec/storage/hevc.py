@@ -32,12 +32,18 @@ def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
 
 def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTensor:
     started = time.perf_counter()
-    settings = plan.hevc
-    q = quantize_planned(array, plan)
     rows, cols = matrix_shape(plan.shape)
+    settings = plan.hevc.for_matrix(rows * cols)
+    q = quantize_planned(array, plan)
     layout = plan_tiles(rows, cols, max_height=settings.max_tile_height, max_width=settings.max_tile_width)
     matrix = q.values.reshape(rows, cols)
-    stream = ctx.backend.encode(matrix_to_frames(matrix, layout), settings)
+    frames = matrix_to_frames(matrix, layout)
+    scales, axis = scales_bytes(q), q.axis
+    if not ctx.verify:  # the int8 copy is not needed while x265 codes the frames
+        del q, matrix
+    # threads only when capped, so that a FrameCodec without the keyword still works in one process
+    stream = ctx.backend.encode(frames, settings) if ctx.threads is None else \
+        ctx.backend.encode(frames, settings, threads=ctx.threads)
     info = HevcInfo(
         layout=layout, chroma=settings.chroma, qp=None if settings.lossless else settings.qp,
         lossless=settings.lossless, preset=settings.preset, x265_params=settings.x265_params(),
@@ -49,7 +55,8 @@ def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTens
         error = tensor_error(decoded, matrix)
         rmse, max_err = error.rmse, int(error.max_abs)
         info = replace(info, decoded_crc32=zlib.crc32(decoded))
-    return CodedTensor(plan, stream, scales=scales_bytes(q), axis=q.axis, hevc=info, int8_rmse=rmse,
+    del frames
+    return CodedTensor(plan, stream, scales=scales, axis=axis, hevc=info, int8_rmse=rmse,
                        int8_max_error=max_err, seconds=time.perf_counter() - started)
 
 

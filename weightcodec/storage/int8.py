@@ -12,7 +12,7 @@ from ..dtypes import DTYPES
 from ..header import TensorInfo
 from ..plan import TensorPlan
 from ..errors import CorruptStreamError
-from ..quant import QMAX, QuantizedTensor, dequantize
+from ..quant import QMAX, QuantizedTensor, dequantize_to
 from .base import CodedTensor, DecodeContext, EncodeContext, quantize_planned, read_scales, scales_bytes
 
 NAME = "int8"
@@ -29,8 +29,7 @@ def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTens
 def restore(entry: TensorInfo, values: np.ndarray, scales: np.ndarray) -> tuple[torch.Tensor, QuantizedTensor]:
     """Dequantize int8 ``values`` (already in the tensor's shape) to the entry's dtype."""
     q = QuantizedTensor(values, scales, entry.quant.granularity, entry.quant.axis)
-    weights = dequantize(values, q.scales, axis=q.axis)
-    return torch.from_numpy(weights).to(DTYPES[entry.dtype].torch), q
+    return dequantize_to(values, q.scales, DTYPES[entry.dtype].torch, axis=q.axis), q
 
 
 def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[torch.Tensor, QuantizedTensor]:
