@@ -300,6 +300,9 @@ def hevc_values(entry: dict, payload: memoryview, shape: list[int], decoder: "He
         raise SpecError("malformed header", "value_offset must be 128")  # section 5.3
     # section 5.3: sample 0 gives int8 -128, used as it is
     values = (canvas[:rows, :cols].astype(np.int16) - 128).astype(np.int8)
+    # section 5.3: the values must have the CRC-32 the encoder's own decode gave, when recorded
+    if "decoded_crc32" in h and zlib.crc32(values.tobytes()) != h["decoded_crc32"]:
+        raise SpecError("corrupt stream", "decoded values differ from the encoder's (decoded_crc32)")
     return values.reshape(shape)
 
 

@@ -440,3 +440,17 @@ def test_a_killed_child_is_a_corrupt_stream_and_leaves_no_process(stream, monkey
         codec.decode(stream, SPEC)
     monkeypatch.setattr(codec, "_decode_args", original)
     assert np.array_equal(codec.decode(stream, SPEC), get_backend("pyav").decode(stream, SPEC))
+
+
+def test_a_malformed_pps_is_rejected_before_decoding():
+    """Every PPS is parsed in full (H.265 7.3.2.3.1): bad ranges and bad trailing bits are corrupt."""
+    from weightcodec.hevc import NAL_PPS, pps_ids
+
+    stream = get_backend("pyav").encode(random_frames((1, 64, 96)), HevcSettings(qp=30))
+    pps = next(n for n in iter_nal_units(stream) if nal_type(n) == NAL_PPS)
+    assert pps_ids(pps) == (0, 0)
+    for bad in (pps + b"\x80", pps[:-1], pps[:2] + b"\xff" * 6):
+        with pytest.raises(CorruptStreamError, match="picture parameter set"):
+            pps_ids(bad)
+        with pytest.raises(CorruptStreamError):
+            check_stream(stream.replace(pps, bad, 1), PictureSpec(1, 64, 96))

@@ -88,7 +88,9 @@ def test_a_signal_during_encode_leaves_nothing_behind(tmp_path, sig):
     model = tmp_path / "model.pt"
     _big_model(model)
     before = set(os.listdir(tmp_path))
-    proc = subprocess.Popen([sys.executable, "-m", "weightcodec.cli", "encode", str(model), "-q", "--no-verify"],
+    # --effort max: slow enough that the signal arrives while layers are being coded
+    proc = subprocess.Popen([sys.executable, "-m", "weightcodec.cli", "encode", str(model), "-q", "--no-verify",
+                             "--effort", "max"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_until_encoding(proc)
     assert proc.poll() is None, proc.communicate()

@@ -183,6 +183,26 @@ def test_gpt2_tied_head_is_stored_once(tmp_path):
     assert no_alias.total_bytes - once.total_bytes > 0.8 * embedding
 
 
+def test_aliases_with_only_and_streaming_decode(folders, tmp_path):
+    """An alias selected without its target still decodes (the target is read, not returned);
+    iter_decode hands out aliases in file order; --only on a folder's file writes a state_dict."""
+    torch.manual_seed(0)
+    state = _gpt2().state_dict()
+    packed = tmp_path / "tied.wcodec"
+    api.encode(state, packed)
+    full = api.decode(packed).state_dict
+    only = api.decode(packed, only="lm_head.weight").state_dict
+    assert list(only) == ["lm_head.weight"] and torch.equal(only["lm_head.weight"], full["lm_head.weight"])
+    streamed = list(api.iter_decode(packed, workers=2))
+    assert [name for name, _ in streamed] == list(full)
+    assert all(torch.equal(tensor, full[name]) for name, tensor in streamed)
+    folder_file = tmp_path / "bert.wcodec"
+    cli("encode", folders["bert"], "-o", folder_file, "-q")
+    cli("decode", folder_file, "--only", "*.attention.self.query.*", "-o", tmp_path / "part")
+    part = torch.load(tmp_path / "part", weights_only=True)
+    assert part and all(".attention.self.query." in name for name in part)
+
+
 # --- single safetensors files ---------------------------------------------------------------------------
 def _odd_tensors() -> OrderedDict:
     torch.manual_seed(1)

@@ -21,7 +21,9 @@ from .policy import POLICIES
 from .config import (
     CHROMA_FORMATS,
     DEFAULT_MATRIX_GUARD_SQNR_DB,
+    DEFAULT_EFFORT,
     DEFAULT_GUARD_SQNR_DB,
+    EFFORTS,
     GRANULARITIES,
     X265_PRESETS,
     EncodeConfig,
@@ -96,14 +98,24 @@ def _parse_size(text: str | None) -> int | None:
 
 
 def _progress(quiet: bool, description: str):
+    """A progress bar showing the weights done, the layers done and MB/s (1 MB = 1e6 weights,
+    i.e. int8 megabytes, as the benchmarks count), and the callback the API drives it with."""
     if quiet:
         return None, None
+    import time
+
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+                   TextColumn("{task.fields[layers]} layers  {task.fields[rate]}"),
                    TextColumn("{task.fields[layer]}"), TimeElapsedColumn(), console=console, transient=True)
-    task = bar.add_task(description, total=None, layer="")
+    task = bar.add_task(description, total=None, layer="", layers=0, rate="")
+    state = {"started": time.perf_counter(), "layers": 0}
 
     def update(name: str, done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total, layer=name)
+        if name:
+            state["layers"] += 1
+        elapsed = time.perf_counter() - state["started"]
+        rate = f"{done / elapsed / 1e6:.2f} MB/s" if elapsed > 0 and done else ""
+        bar.update(task, completed=done, total=total, layer=name, layers=state["layers"], rate=rate)
 
     return bar, update
 
@@ -171,7 +183,13 @@ def main() -> None:
 @click.option("--chroma", type=click.Choice(CHROMA_FORMATS), default="yuv420p", show_default=True,
               help="yuv420p: HEVC Main profile with flat chroma (phone decoders); gray: 4:0:0, a range-"
                    "extensions profile most phone hardware cannot decode.")
-@click.option("--preset", type=click.Choice(X265_PRESETS), default="medium", show_default=True, help="x265 speed preset.")
+@click.option("--effort", type=click.Choice(tuple(EFFORTS)), default=DEFAULT_EFFORT, show_default=True,
+              help="Encoder speed against size, measured per CPU core against the old default (x265 medium; "
+                   "docs/ENCODER.md section 9). default: 3x faster for about 1 % more bytes at equal int8 "
+                   "error (16x16 blocks, small matrices keep 8x8). fast: 5.6x faster, about 2.3 % more bytes. "
+                   "max: x265 veryslow, the smallest files (0.2 % fewer bytes), 1.5x slower than the old default.")
+@click.option("--preset", type=click.Choice(X265_PRESETS), default=None,
+              help="Override the effort's x265 preset (its weight-tuned parameters stay).")
 @click.option("--max-tile", default="4096x2160", show_default=True, metavar="WxH",
               help="Largest frame; bigger matrices are split into tiles.")
 @click.option("--target-size", metavar="SIZE", callback=lambda ctx, param, value: _parse_size(value),
@@ -186,13 +204,21 @@ def main() -> None:
 @click.option("--trust-pickle", is_flag=True,
               help="Allow loading a pickled nn.Module. Unpickling runs code from the file: only for files you trust.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
-              help="Decode each stream after coding it and report its int8 error.")
+              help="Decode each stream after coding it: report its int8 error and store a checksum of the decoded "
+                   "values, so that any decoder detects a damaged stream instead of concealing it.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes coding layers at once [default: all cores, when there is enough to share]; "
+                   "1: everything in this process. The file is the same bytes whatever the number.")
+@click.option("--ray", "ray_address", metavar="auto|ADDRESS", default=None,
+              help="Code the layers as tasks on a Ray cluster: 'auto' (the cluster `ray start` made here, or "
+                   "$RAY_ADDRESS) or the head's host:port. This machine reads the model and writes the file, "
+                   "byte-identical to a local encode. Needs weightcodec[distributed] on every node.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output file if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-layer report as JSON on stdout.")
-def encode_command(model, output, qp, policy, lossless, layer_qp, granularity, layer_granularity, guard_db, matrix_guard_db, chroma, preset,
-                   max_tile, target_size, code_conv, int8_only, no_zstd, backend, trust_pickle, verify, force, quiet,
-                   as_json):
+def encode_command(model, output, qp, policy, lossless, layer_qp, granularity, layer_granularity, guard_db, matrix_guard_db, chroma,
+                   effort, preset, max_tile, target_size, code_conv, int8_only, no_zstd, backend, trust_pickle, verify,
+                   workers, ray_address, force, quiet, as_json):
     """Compress MODEL: a torch.save'd state_dict (or a pickled nn.Module with --trust-pickle), a
     .safetensors file, or a Hugging Face model folder (config.json + model.safetensors, or sharded
     model-0000x-of-0000y.safetensors with their index); the folder's other files (config,
@@ -201,15 +227,18 @@ def encode_command(model, output, qp, policy, lossless, layer_qp, granularity, l
     output = output or default_output(model)
     _check_output(output, force)
     config = _run(build_encode_config, qp=qp, policy=policy, lossless=lossless, layer_qp=layer_qp, granularity=granularity,
-                  layer_granularity=layer_granularity, guard_db=guard_db, matrix_guard_db=matrix_guard_db, chroma=chroma, preset=preset,
+                  layer_granularity=layer_granularity, guard_db=guard_db, matrix_guard_db=matrix_guard_db, chroma=chroma,
+                  effort=effort, preset=preset,
                   max_tile=max_tile, code_conv=code_conv, int8_only=int8_only, no_zstd=no_zstd, backend=backend)
+    if target_size is not None and ray_address is not None:
+        raise UserError("--ray does not combine with --target-size (the size search runs on this machine)")
     bar, update = _progress(quiet or as_json, "encoding")
     if bar:
         bar.start()
     try:
         if target_size is None:
             result = _run(encode, model, output, config=config, trust_pickle=trust_pickle, verify=verify,
-                          progress=update)
+                          workers=workers, ray=ray_address, progress=update)
         else:
             result, _ = _run(encode_to_size, model, output, target_bytes=target_size, config=config,
                              trust_pickle=trust_pickle, verify=verify, progress=update)
@@ -273,9 +302,16 @@ def _print_notices(report: EncodeReport) -> None:
 @click.option("--max-output-size", metavar="SIZE", callback=lambda ctx, param, value: _parse_size(value),
               help="Refuse files whose tensors add up to more than SIZE (e.g. 500M) before decoding anything. "
                    "Decoding never uses more memory than the file declares; this caps what it may declare.")
+@click.option("--only", "only", multiple=True, metavar="PATTERN",
+              help="Decode only the tensors whose name matches this glob (e.g. 'model.layers.0.*'); the "
+                   "other segments of FILE are not even read. Repeatable. Writes a state_dict (.pt, or "
+                   ".safetensors with -o x.safetensors), never a module or a folder.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Threads decoding streams at once [default: all cores]. The output is the same bits "
+                   "whatever the number.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output file (or replace the output folder) if it exists.")
 @click.option("-q", "--quiet", is_flag=True)
-def decode_command(file, output, as_state_dict, trust_pickle, backend, max_output_size, force, quiet):
+def decode_command(file, output, as_state_dict, trust_pickle, backend, max_output_size, only, workers, force, quiet):
     """Restore FILE in the form it was encoded from, or the one OUTPUT's suffix asks for.
 
     \b
@@ -290,14 +326,15 @@ def decode_command(file, output, as_state_dict, trust_pickle, backend, max_outpu
     """
     header = _run(read_header, file) if Path(file).is_file() else None
     if header is not None:
-        _run(check_decode_output, header, output, overwrite=force)
+        _run(check_decode_output, header, output, overwrite=force, partial=bool(only))
     bar, update = _progress(quiet, "decoding")
     if bar:
         bar.start()
     try:
         result = _run(decode, file, backend=backend, trust_pickle=trust_pickle, as_state_dict=as_state_dict,
-                      max_output_bytes=max_output_size, progress=update)
-        written = _run(save_decoded, result, output, overwrite=force)
+                      max_output_bytes=max_output_size, only=only or None, workers=workers, keep_quantized=False,
+                      progress=update)
+        written = _run(save_decoded, result, output, overwrite=force, partial=bool(only))
         _mark_written(output)
     finally:
         if bar:

@@ -176,6 +176,9 @@ class HevcInfo:
     x265_params: str | None = None
     encoder: str | None = None
     stream: dict = field(default_factory=dict)  # profile, level, chroma format read from the SPS
+    #: CRC-32 of the int8 matrix the encoder's own decode of the stream gave (rows x cols, C order);
+    #: a decoder that gets other values has a corrupt stream (HEVC decoding is bit-exact by spec).
+    decoded_crc32: int | None = None
 
     @property
     def frames(self) -> int:
@@ -187,6 +190,7 @@ class HevcInfo:
             **self.layout.to_json(), "frames": self.layout.frames, "chroma": self.chroma,
             "qp": self.qp, "lossless": self.lossless, "preset": self.preset, "x265_params": self.x265_params,
             "encoder": self.encoder, "stream": self.stream,
+            **({"decoded_crc32": self.decoded_crc32} if self.decoded_crc32 is not None else {}),
         }
 
     @classmethod
@@ -240,8 +244,11 @@ class HevcInfo:
         stream = obj.get("stream", {})
         if not isinstance(stream, dict):
             fail(f"{where}.stream must be an object")
+        decoded_crc32 = obj.get("decoded_crc32")
+        if decoded_crc32 is not None and not (_is_int(decoded_crc32) and 0 <= decoded_crc32 < 2**32):
+            fail(f"{where}.decoded_crc32 must be an unsigned 32-bit integer")
         return cls(layout=layout, chroma=chroma, value_offset=VALUE_OFFSET, qp=qp, lossless=lossless,
-                   stream=stream, **text)
+                   stream=stream, decoded_crc32=decoded_crc32, **text)
 
 
 @dataclass(frozen=True)

@@ -49,17 +49,18 @@ class Written:
         return f"{self.what} with {tensors} tensors"
 
 
-def output_form(header: Header, output: str | os.PathLike[str]) -> str:
-    """``"torch"``, ``"safetensors"`` or ``"folder"``: what decoding ``header``'s file to ``output`` writes."""
+def output_form(header: Header, output: str | os.PathLike[str], *, partial: bool = False) -> str:
+    """``"torch"``, ``"safetensors"`` or ``"folder"``: what decoding ``header``'s file to ``output``
+    writes. ``partial`` (some tensors only, ``decode --only``): a state_dict file, never a folder."""
     output = Path(output)
     suffix = output.suffix.lower()
     if suffix in TORCH_SUFFIXES:
         return "torch"
     if suffix == ".safetensors":
         return "safetensors"
-    if header.model.kind == "hf-folder":
+    if header.model.kind == "hf-folder" and not partial:
         return "folder"
-    if header.model.kind == "safetensors":
+    if header.model.kind == "safetensors" and not partial:
         return "safetensors"
     if str(output).endswith(os.sep) or output.is_dir():
         raise OutputError(f"{output} is a folder: this file holds a {header.model.kind}, which is written as one "
@@ -67,9 +68,9 @@ def output_form(header: Header, output: str | os.PathLike[str]) -> str:
     return "torch"
 
 
-def check_output(header: Header, output: str | os.PathLike[str], *, overwrite: bool) -> str:
+def check_output(header: Header, output: str | os.PathLike[str], *, overwrite: bool, partial: bool = False) -> str:
     """Fail before decoding when ``output`` cannot be written; returns the form it will get."""
-    form = output_form(header, output)
+    form = output_form(header, output, partial=partial)
     if form == "folder":
         check_output_folder(output, overwrite=overwrite)
     else:
@@ -77,11 +78,12 @@ def check_output(header: Header, output: str | os.PathLike[str], *, overwrite: b
     return form
 
 
-def save_decoded(result, output: str | os.PathLike[str], *, overwrite: bool = True) -> Written:
-    """Write ``result`` (a :class:`weightcodec.api.DecodeResult`) to ``output`` (see the module doc)."""
+def save_decoded(result, output: str | os.PathLike[str], *, overwrite: bool = True, partial: bool = False) -> Written:
+    """Write ``result`` (a :class:`weightcodec.api.DecodeResult`) to ``output`` (see the module doc;
+    ``partial``: ``result`` holds some tensors only, written as a state_dict file)."""
     output = Path(output)
     header = result.header
-    form = output_form(header, output)
+    form = output_form(header, output, partial=partial)
     if form == "folder":
         files = [(f.path, lambda path=f.path: result.files[path]) for f in header.model.files]
         written = write_folder(output, header.model.shards, result.state_dict, files, overwrite=overwrite)

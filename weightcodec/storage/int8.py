@@ -12,7 +12,7 @@ from ..dtypes import DTYPES
 from ..header import TensorInfo
 from ..plan import TensorPlan
 from ..errors import CorruptStreamError
-from ..quant import QMAX, QuantizedTensor, dequantize
+from ..quant import QMAX, QuantizedTensor, dequantize_to
 from .base import CodedTensor, DecodeContext, EncodeContext, col_scales_bytes, quantize_planned, read_scales, scales_bytes
 
 NAME = "int8"
@@ -30,8 +30,9 @@ def restore(entry: TensorInfo, values: np.ndarray, scales: np.ndarray,
             col_scales: np.ndarray | None = None) -> tuple[torch.Tensor, QuantizedTensor]:
     """Dequantize int8 ``values`` (already in the tensor's shape) to the entry's dtype."""
     q = QuantizedTensor(values, scales, entry.quant.granularity, entry.quant.axis, col_scales)
-    weights = q.dequantize()
-    return torch.from_numpy(weights).to(DTYPES[entry.dtype].torch), q
+    if col_scales is not None:  # row scale then column scale, in float32 (FORMAT.md 5.2)
+        return torch.from_numpy(q.dequantize()).to(DTYPES[entry.dtype].torch), q
+    return dequantize_to(values, q.scales, DTYPES[entry.dtype].torch, axis=q.axis), q
 
 
 def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[torch.Tensor, QuantizedTensor]:
