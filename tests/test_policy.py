@@ -20,6 +20,7 @@ from weightcodec.policy import (
     looks_like_transformer,
     qp_for_target,
     signal_db,
+    config_heads,
     tensor_role,
 )
 from weightcodec.quant import quantize
@@ -50,12 +51,41 @@ def test_transformers_are_recognised_by_their_attention_names():
 
 @pytest.mark.parametrize("name, role", [
     ("transformer.wte.weight", "embedding"), ("embeddings.word_embeddings.weight", "embedding"),
-    ("model.embed_tokens.weight", "embedding"), ("lm_head.weight", "embedding"),
+    ("model.embed_tokens.weight", "embedding"), ("lm_head.weight", "head"), ("output.weight", "head"),
+    ("encoder.layer.0.output.dense.weight", "layer"),
     ("transformer.wpe.weight", "position"), ("embeddings.position_embeddings.weight", "position"),
     ("encoder.layer.0.attention.self.query.weight", "layer"), ("transformer.h.0.mlp.c_fc.weight", "layer"),
 ])
 def test_roles(name, role):
     assert tensor_role(name, (512, 64)) == role
+
+
+def test_output_heads_get_the_head_target():
+    """A token embedding that is also the output head (an aliased lm_head, or a config.json that
+    ties a head it does not store) is planned as a head: its error reaches the logits directly."""
+    assert tensor_role("transformer.wte.weight", (512, 64), head=True) == "head"
+    assert tensor_role("transformer.wpe.weight", (512, 64), head=True) == "position"
+    names = ["transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.attn.c_attn.weight"]
+    lm = {"architectures": ["GPT2LMHeadModel"], "tie_word_embeddings": True}
+    assert config_heads(lm, names) == {"transformer.wte.weight"}
+    assert config_heads({"architectures": ["GPT2LMHeadModel"]}, names) == {"transformer.wte.weight"}  # tied by default
+    assert config_heads({**lm, "tie_word_embeddings": False}, names) == set()
+    assert config_heads({"architectures": ["BertModel"]}, names) == set()  # no head: a sentence encoder
+    assert config_heads(lm, names + ["lm_head.weight"]) == set()  # the head is stored: it is its own tensor
+    assert config_heads(["not", "a", "dict"], names) == set()
+    state = transformer_state()
+    policy = TransformerPolicy(embedding_target_db=12.0, head_target_db=30.0)
+    config = EncodeConfig(transformer=policy)
+    plain = {p.name: p for p in plan_encode(state, config).tensors}
+    tied = dict(state, **{"lm_head.weight": state["model.embed_tokens.weight"]})
+    with_head = {p.name: p for p in plan_encode(tied, config).tensors}
+    emb = "model.embed_tokens.weight"
+    assert plain[emb].role == "embedding" and with_head[emb].role == "head"
+    assert with_head["lm_head.weight"].storage == "alias"
+    assert with_head[emb].predicted_snr_db >= 30.0 - 1e-6 and with_head[emb].hevc.qp < plain[emb].hevc.qp
+    assert (with_head[emb].axis, with_head[emb].col_scales) == (1, False)  # laid out as an embedding
+    hinted = {p.name: p for p in plan_encode(state, config, heads={emb}).tensors}
+    assert hinted[emb].role == "head" and hinted[emb].hevc.qp == with_head[emb].hevc.qp
 
 
 def test_noise_table_is_monotonic_and_qp_choice_meets_the_target():

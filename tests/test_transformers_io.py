@@ -155,6 +155,22 @@ def test_half_precision_folders_come_back_in_their_dtype(tmp_path, dtype):
     assert next(model.parameters()).dtype == dtype
 
 
+def test_folder_heads_come_from_config_json(folders):
+    """save_pretrained drops GPT-2's tied lm_head: config.json says the token embedding is the head."""
+    from weightcodec.config import EncodeConfig
+    from weightcodec.modelio import load_model
+    from weightcodec.plan import plan_encode
+
+    roles = {}
+    for arch in BUILDERS:
+        loaded = load_model(folders[arch])
+        plans = plan_encode(loaded.state_dict, EncodeConfig(), heads=loaded.heads).tensors
+        roles[arch] = {p.name: p.role for p in plans if p.role in ("embedding", "head")}
+    assert roles["gpt2"] == {"transformer.wte.weight": "head"}
+    assert roles["bert"] == {"embeddings.word_embeddings.weight": "embedding"}  # BertModel: no LM head
+    assert roles["llama"] == {"model.embed_tokens.weight": "embedding", "lm_head.weight": "head"}  # untied
+
+
 def test_gpt2_tied_head_is_stored_once(tmp_path):
     torch.manual_seed(0)
     model = _gpt2()

@@ -292,13 +292,14 @@ class Study:
     def policy_rows(self, shifts: list[float], base: TransformerPolicy) -> None:
         for shift in shifts:
             policy = base.shifted(shift)
-            plans = plan_encode(self.subject.state_dict, EncodeConfig(policy="transformer", transformer=policy)).tensors
+            plans = plan_encode(self.subject.state_dict, EncodeConfig(policy="transformer", transformer=policy),
+                                heads=self.subject.loaded.heads).tensors
             by_name = {p.name: p for p in plans}
             state, size, count = compose(self.subject, self.candidates, lambda p: by_name[p.name])
             qps = {p.name: p.hevc.qp for p in plans if p.hevc is not None}
             self.add("policy", "default policy" if shift == 0 else f"policy, targets {shift:+g} dB", shift_db=shift,
                      targets_db={"layer": policy.layer_target_db, "position": policy.position_target_db,
-                                 "embedding": policy.embedding_target_db},
+                                 "embedding": policy.embedding_target_db, "head": policy.head_target_db},
                      qp_range=[min(qps.values()), max(qps.values())] if qps else None, layer_qps=qps,
                      bits=8 * size / count, matrix_bytes=size, score=self._score(state))
 
@@ -410,7 +411,7 @@ def run_study(subject: Subject, *, cache: Path, sweep_qps: list[int], role_qps: 
               parts: set[str], progress: Callable[[str], None]) -> dict:
     """Every row of one model (see the module doc)."""
     config = EncodeConfig(policy="transformer")
-    subject.plan = plan_encode(subject.state_dict, config).tensors
+    subject.plan = plan_encode(subject.state_dict, config, heads=subject.loaded.heads).tensors
     candidates = Candidates(subject, cache)
     study = Study(subject, candidates, progress)
     study.float_row()

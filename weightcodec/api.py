@@ -81,7 +81,7 @@ def encode(
     config = config or EncodeConfig()
     started = time.perf_counter()
     loaded = load_source(source, trust_pickle=trust_pickle)
-    plan = plan_encode(loaded.state_dict, config)
+    plan = plan_encode(loaded.state_dict, config, heads=loaded.heads)
     result = encode_planned(loaded, plan, output, config=config, verify=verify, metadata=metadata, workers=workers,
                             ray=ray, progress=progress)
     return replace(result, report=replace(result.report, seconds=time.perf_counter() - started))

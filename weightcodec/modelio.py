@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import pickle
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -39,6 +40,23 @@ class LoadedModel:
     state_dict: "OrderedDict[str, torch.Tensor]"
     module: torch.nn.Module | None = None
     layout: WeightsLayout | None = None  # "safetensors" and "hf-folder"
+
+    @property
+    def heads(self) -> set[str]:
+        """Token embeddings that the folder's ``config.json`` says are also the (tied, not stored)
+        output head (:func:`weightcodec.policy.config_heads`); empty for other inputs."""
+        if self.layout is None:
+            return set()
+        from .policy import config_heads
+
+        config = next((f.data for f in self.layout.files if f.path == "config.json"), None)
+        if config is None:
+            return set()
+        try:
+            parsed = json.loads(config)
+        except (ValueError, UnicodeDecodeError):
+            return set()
+        return config_heads(parsed, self.state_dict)
 
 
 def from_object(obj: object, *, source: str = "the input") -> LoadedModel:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -21,7 +21,7 @@ import torch
 from .config import EncodeConfig, HevcSettings, _last_match
 from .dtypes import from_torch
 from .errors import ConfigError, ModelLoadError
-from .policy import hevc_noise_db, looks_like_transformer, qp_for_target, role_layout, signal_db, tensor_role
+from .policy import head_targets, hevc_noise_db, looks_like_transformer, qp_for_target, role_layout, signal_db, tensor_role
 from .quant import choose_granularity, quantize
 from .report import Notice
 
@@ -44,7 +44,7 @@ class TensorPlan:
     guard_threshold_db: float | None = None
     guard_switched: bool = False  # auto mode moved this tensor to per-channel
     hevc: HevcSettings | None = None  # for hevc
-    role: str | None = None  # Transformer policy: "embedding" | "position" | "layer" (weightcodec.policy)
+    role: str | None = None  # Transformer policy: "embedding" | "head" | "position" | "layer" (weightcodec.policy)
     predicted_snr_db: float | None = None  # Transformer policy: predicted int8 SNR after HEVC at the chosen QP
     alias_of: str | None = None  # for alias: the earlier tensor holding the same values
     tied: bool = False  # for alias: the two shared one storage in the source (decoded as one tensor again)
@@ -166,7 +166,7 @@ def uses_transformer_policy(names, config: EncodeConfig) -> bool:
     return config.policy == "transformer" or (config.policy == "auto" and looks_like_transformer(names))
 
 
-def plan_transformer_tensor(name: str, tensor: torch.Tensor, config: EncodeConfig) -> TensorPlan:
+def plan_transformer_tensor(name: str, tensor: torch.Tensor, config: EncodeConfig, *, head: bool = False) -> TensorPlan:
     """The Transformer policy's plan of one tensor: role layout, and a QP from the role's fidelity
     target (or the fixed ``config.transformer.qp``, or a ``layer_qp`` pattern). Tensors that are
     not 2-D quantized weights, and those given a granularity explicitly, are planned as usual."""
@@ -174,7 +174,7 @@ def plan_transformer_tensor(name: str, tensor: torch.Tensor, config: EncodeConfi
     if base.storage == "raw" or tensor.ndim != 2 or config.granularity_for(name) != "auto":
         return base
     policy = config.transformer
-    role = tensor_role(name, tuple(tensor.shape))
+    role = tensor_role(name, tuple(tensor.shape), head=head)
     layout = role_layout(role)
     weights = tensor.detach().to("cpu", torch.float32).numpy()
     if layout.col_scales:
@@ -200,11 +200,14 @@ def plan_transformer_tensor(name: str, tensor: torch.Tensor, config: EncodeConfi
                       predicted_snr_db=None if hevc is None or hevc.lossless else round(snr, 2))
 
 
-def plan_encode(state_dict: Mapping[str, torch.Tensor], config: EncodeConfig) -> EncodePlan:
+def plan_encode(state_dict: Mapping[str, torch.Tensor], config: EncodeConfig, *,
+                heads: Iterable[str] = ()) -> EncodePlan:
     """Plan every tensor of ``state_dict`` and collect what the user should be told about the plan.
 
     Tensors equal to an earlier one (tied weights; see :func:`find_aliases`) become ``alias``
-    entries that store nothing.
+    entries that store nothing. ``heads``: tensors known to be the model's output head too (a tied
+    head not in ``state_dict``: :attr:`weightcodec.modelio.LoadedModel.heads`); a head stored as an
+    alias is found here.
 
     Raises:
         ConfigError: a per-layer pattern (``layer_qp``, ``layer_granularity``) matches no tensor.
@@ -212,8 +215,14 @@ def plan_encode(state_dict: Mapping[str, torch.Tensor], config: EncodeConfig) ->
     check_patterns(list(state_dict), config)
     aliases = find_aliases(state_dict)
     transformer = uses_transformer_policy(state_dict, config)
-    planner = plan_transformer_tensor if transformer else plan_tensor
-    tensors = [alias_plan(name, tensor, *aliases[name]) if name in aliases else planner(name, tensor, config)
+    heads = (head_targets(aliases) | set(heads)) if transformer else set()
+
+    def planner(name: str, tensor: torch.Tensor) -> TensorPlan:
+        if transformer:
+            return plan_transformer_tensor(name, tensor, config, head=name in heads)
+        return plan_tensor(name, tensor, config)
+
+    tensors = [alias_plan(name, tensor, *aliases[name]) if name in aliases else planner(name, tensor)
                for name, tensor in state_dict.items()]
     notices = guard_notices(tensors)
     if transformer:
@@ -235,7 +244,7 @@ def transformer_notice(tensors: list[TensorPlan], config: EncodeConfig) -> Notic
     coded = [t for t in tensors if t.role is not None and t.hevc is not None]
     how = (f"every coded matrix at QP {config.transformer.qp}" if config.transformer.qp is not None else
            f"QPs from fidelity targets (layers {config.transformer.layer_target_db:g} dB, embeddings "
-           f"{config.transformer.embedding_target_db:g} dB)")
+           f"{config.transformer.embedding_target_db:g} dB, output heads {config.transformer.head_target_db:g} dB)")
     qps = sorted({t.hevc.qp for t in coded})
     span = f": QP {qps[0]}-{qps[-1]}" if len(qps) > 1 else (f": QP {qps[0]}" if qps else "")
     why = "" if config.policy == "transformer" else " (attention weights found; --policy classic for one QP and per-tensor scales)"

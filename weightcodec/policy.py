@@ -7,7 +7,9 @@ like a Transformer (:func:`looks_like_transformer`: attention projections among 
 the default plan instead gives every 2-D weight a *role* from its name and shape
 (:func:`tensor_role`) and, per role:
 
-``embedding`` (token embeddings and LM heads: one row per vocabulary entry)
+``embedding`` (token embeddings: one row per vocabulary entry) and ``head`` (output heads:
+``lm_head.weight``..., and a token embedding that the head is tied to, seen as an alias or, in a
+Hugging Face folder that does not store the tied head, from ``config.json``)
     one scale per column (per-channel along axis 1: one per hidden dimension);
 ``position`` (learned position embeddings) and ``layer`` (attention and MLP projections, poolers...)
     one scale per row and one per column (:mod:`weightcodec.colscales`).
@@ -21,14 +23,17 @@ predicted SNR meets the role's target, so a heavy-tailed matrix (small ``P``) ge
 a Gaussian one. Tensors that are not 2-D weights (norms, biases, buffers) stay exact, as always.
 
 Nothing here needs data; the targets were chosen on all-MiniLM-L6-v2 and the trained gpt2-tiny
-(``python -m tools.transformer_study``).
+(``python -m tools.transformer_study``; docs/RESULTS.md): layers 27 dB, the lowest target that keeps
+MiniLM's mean embedding cosine >= 0.99 (its projections are the sensitive part); input embeddings
+19 dB (MiniLM's word embeddings, half its weights, lose little); output heads 24 dB (gpt2-tiny's
+tied embedding is most of its perplexity loss: 19 dB there cost +0.68 %, 24 dB +0.20 %).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +41,7 @@ import numpy as np
 from .errors import ConfigError
 
 POLICIES = ("auto", "classic", "transformer")
-ROLES = ("embedding", "position", "layer")
+ROLES = ("embedding", "head", "position", "layer")
 
 #: Attention projections, as named by transformers / timm / fairseq / GPT-2 / Llama / BERT / ViT...
 ATTENTION_NAME = re.compile(
@@ -45,7 +50,9 @@ ATTENTION_NAME = re.compile(
 )
 POSITION_NAME = re.compile(r"(wpe|position_embeddings?|pos_embed(ding)?s?|embed_positions|positional_embedding)")
 EMBEDDING_NAME = re.compile(r"(wte|word_embeddings|embed_tokens|tok_embeddings|token_embedding|embeddings?\.weight$"
-                            r"|(^|\.)shared\.weight$|(^|\.)(lm_head|embed_out)\.weight$)")
+                            r"|(^|\.)shared\.weight$)")
+#: Output heads: the matrix that turns the last hidden state into logits (one row per token).
+HEAD_NAME = re.compile(r"(^|\.)(lm_head|embed_out)\.weight$|^output\.weight$")
 
 #: Power (dB, int8 units squared) of the error libx265 adds to int8 samples at each QP with the
 #: weight settings (docs/ENCODER.md): measured on 384x1536 Gaussian / Laplacian / Student-t(3)
@@ -68,14 +75,15 @@ class TransformerPolicy:
     """The Transformer defaults (see the module doc). ``qp`` fixes one QP for every coded matrix
     instead of the fidelity targets (``wcodec encode --qp N`` on a Transformer)."""
 
-    layer_target_db: float = 24.0
+    layer_target_db: float = 27.0
     position_target_db: float = 24.0
     embedding_target_db: float = 19.0
+    head_target_db: float = 24.0
     qp_range: tuple[int, int] = (4, 40)
     qp: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("layer_target_db", "position_target_db", "embedding_target_db"):
+        for name in ("layer_target_db", "position_target_db", "embedding_target_db", "head_target_db"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 60):
                 raise ConfigError(f"{name} must be a number of dB from 0 to 60, got {value!r}")
@@ -87,13 +95,14 @@ class TransformerPolicy:
             raise ConfigError(f"qp must be None or an integer from 0 to 51, got {self.qp!r}")
 
     def target_db(self, role: str) -> float:
-        return {"embedding": self.embedding_target_db, "position": self.position_target_db}.get(role,
-                                                                                                 self.layer_target_db)
+        return {"embedding": self.embedding_target_db, "head": self.head_target_db,
+                "position": self.position_target_db}.get(role, self.layer_target_db)
 
     def shifted(self, db: float) -> "TransformerPolicy":
         """Every target ``db`` dB higher (finer, larger) or lower (coarser, smaller)."""
         return TransformerPolicy(layer_target_db=self.layer_target_db + db, position_target_db=self.position_target_db + db,
-                                 embedding_target_db=self.embedding_target_db + db, qp_range=self.qp_range, qp=self.qp)
+                                 embedding_target_db=self.embedding_target_db + db,
+                                 head_target_db=self.head_target_db + db, qp_range=self.qp_range, qp=self.qp)
 
 
 def looks_like_transformer(names: Iterable[str]) -> bool:
@@ -102,13 +111,44 @@ def looks_like_transformer(names: Iterable[str]) -> bool:
     return any(ATTENTION_NAME.search(name) for name in names if name.endswith("weight"))
 
 
-def tensor_role(name: str, shape: tuple[int, ...]) -> str:
-    """``"embedding"``, ``"position"`` or ``"layer"`` for a 2-D weight of a Transformer."""
+def tensor_role(name: str, shape: tuple[int, ...], *, head: bool = False) -> str:
+    """``"embedding"``, ``"head"``, ``"position"`` or ``"layer"`` for a 2-D weight of a Transformer.
+
+    ``head``: the tensor is also the model's output head (a token embedding an LM head is tied to,
+    found by :func:`weightcodec.plan.plan_encode` from the aliases), so its error reaches the logits
+    directly, not through the layers."""
     if POSITION_NAME.search(name):
         return "position"
+    if len(shape) == 2 and (HEAD_NAME.search(name) or (head and EMBEDDING_NAME.search(name))):
+        return "head"
     if EMBEDDING_NAME.search(name) and len(shape) == 2:
         return "embedding"
     return "layer"
+
+
+#: ``config.json`` architectures that end in a language-modelling head (logits over the vocabulary).
+LM_HEAD_ARCHITECTURE = re.compile(r"(LMHead|ForCausalLM|ForMaskedLM|ForConditionalGeneration|ForPreTraining)")
+
+
+def config_heads(config: object, names: Iterable[str]) -> set[str]:
+    """Token embeddings that a Hugging Face ``config.json`` (parsed) says are the output head too:
+    an architecture with a language-modelling head, ``tie_word_embeddings`` not false, and no head
+    tensor among ``names`` (``save_pretrained`` drops a tied head). Anything unexpected: none."""
+    if not isinstance(config, Mapping):
+        return set()
+    architectures = config.get("architectures") or []
+    if not isinstance(architectures, list) or not any(isinstance(a, str) and LM_HEAD_ARCHITECTURE.search(a)
+                                                      for a in architectures):
+        return set()
+    names = list(names)
+    if config.get("tie_word_embeddings", True) is False or any(HEAD_NAME.search(n) for n in names):
+        return set()
+    return {n for n in names if EMBEDDING_NAME.search(n) and not POSITION_NAME.search(n)}
+
+
+def head_targets(aliases: Mapping[str, tuple[str, bool]]) -> set[str]:
+    """Tensors that an output head (``lm_head.weight``...) is stored as an alias of: tied embeddings."""
+    return {target for name, (target, _) in aliases.items() if HEAD_NAME.search(name)}
 
 
 @dataclass(frozen=True)
@@ -120,7 +160,7 @@ class Layout:
 
 
 def role_layout(role: str) -> Layout:
-    return Layout(axis=1, col_scales=False) if role == "embedding" else Layout(axis=0, col_scales=True)
+    return Layout(axis=1, col_scales=False) if role in ("embedding", "head") else Layout(axis=0, col_scales=True)
 
 
 def signal_db(values: np.ndarray) -> float:
@@ -143,5 +183,5 @@ def qp_for_target(signal: float, target_db: float, qp_range: tuple[int, int]) ->
     return best
 
 
-__all__ = ["HEVC_NOISE_DB", "POLICIES", "ROLES", "Layout", "TransformerPolicy", "hevc_noise_db",
-           "looks_like_transformer", "qp_for_target", "role_layout", "signal_db", "tensor_role"]
+__all__ = ["HEAD_NAME", "HEVC_NOISE_DB", "POLICIES", "ROLES", "Layout", "TransformerPolicy", "config_heads", "head_targets",
+           "hevc_noise_db", "looks_like_transformer", "qp_for_target", "role_layout", "signal_db", "tensor_role"]
