@@ -448,3 +448,23 @@ def test_state_dict_files_still_write_torch_by_default(tmp_path):
 
 def test_format_errors_are_format_errors():
     assert issubclass(UnsafePathError, MalformedHeaderError) and issubclass(UnsafePathError, FormatError)
+
+
+def test_plumbing_tool_quick_variant(tmp_path):
+    """tools/transformer_plumbing on small shapes: every check holds, bytes beat int8 + zstd."""
+    from tools.transformer_plumbing import main as plumbing
+
+    result = CliRunner().invoke(plumbing, ["--tiny", "--layers", "1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "plumbing.json").read_text())
+    assert [m["arch"] for m in doc["models"]] == ["bert-base", "gpt2", "llama-shaped"]
+    for m in doc["models"]:
+        checks = m["checks"]
+        assert all(checks[k] for k in ("automodel_loads_offline", "names_equal", "dtypes_equal",
+                                       "raw_tensors_bit_exact", "carried_files_identical")), m["arch"]
+        assert checks["module_dtypes"] == ["torch." + m["dtype"]]
+        assert m["file_bytes"] < m["int8_per_channel_zstd_bytes"] and m["bits_per_weight"] < m["int8_bits_per_weight"]
+        assert m["snr_db"]["min"] > 15
+    heads = {m["arch"]: m["heads"] for m in doc["models"]}
+    assert heads == {"bert-base": [], "gpt2": ["transformer.wte.weight"], "llama-shaped": ["model.embed_tokens.weight"]}
+    assert "| bert-base (1 block)" in (tmp_path / "plumbing.md").read_text()
