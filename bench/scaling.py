@@ -24,7 +24,6 @@ Before each timed run it waits (up to ``--wait`` s) for a quiet machine and reco
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -36,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import click
 import torch
 
 from bench.common import REPO, loadavg, python_baseline_mb, run_measured, wait_for_quiet
@@ -205,35 +205,40 @@ def plot(paths: list[Path], png: Path) -> None:
     fig.savefig(png, dpi=110)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="10m,100m")
-    ap.add_argument("--engines", default="single,pool,ray")
-    ap.add_argument("--qp", type=int, default=28)
-    ap.add_argument("--wait", type=float, default=600.0, help="seconds to wait for a quiet machine before each run")
-    ap.add_argument("--workdir", type=Path, default=None, help="where the checkpoints go (default: a temp dir)")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scaling.json")
-    ap.add_argument("--plot", type=Path, nargs="*", help="only plot these result files")
-    ap.add_argument("--png", type=Path, default=REPO / "docs" / "scaling.png")
-    args = ap.parse_args(argv)
-    if args.plot:
-        plot(args.plot, args.png)
-        return 0
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--sizes", default="10m,100m", show_default=True, help="comma-separated: 10m, 100m, 1b")
+@click.option("--engines", default="single,pool,ray", show_default=True, help="comma-separated: single, pool, ray")
+@click.option("--qp", type=int, default=28, show_default=True)
+@click.option("--wait", type=float, default=600.0, show_default=True,
+              help="seconds to wait for a quiet machine before each run")
+@click.option("--workdir", type=click.Path(path_type=Path), default=None,
+              help="where the checkpoints go (default: a temp dir)")
+@click.option("--out", type=click.Path(path_type=Path), default=REPO / "bench" / "results" / "scaling.json",
+              show_default=True)
+@click.option("--plot", "plot_only", is_flag=True, help="only plot the result files given as arguments")
+@click.option("--png", type=click.Path(path_type=Path), default=REPO / "docs" / "scaling.png", show_default=True)
+@click.argument("results", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def main(sizes: str, engines: str, qp: int, wait: float, workdir: Path | None, out: Path, plot_only: bool, png: Path,
+         results: tuple[Path, ...]) -> None:
+    if plot_only:
+        if not results:
+            raise click.UsageError("--plot needs the result files to plot")
+        plot(list(results), png)
+        return
 
     def terminate(signum, frame):  # noqa: ARG001 - a SIGTERM stops the local Ray cluster too
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
-    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        result = run(args.sizes.split(","), args.engines.split(","), args.wait, Path(tmp), args.qp)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        result = run(sizes.split(","), engines.split(","), wait, Path(tmp), qp)
     from weightcodec.measure import machine_info
 
-    result["command"] = "python -m bench.scaling " + " ".join(argv if argv is not None else sys.argv[1:])
+    result["command"] = "python -m bench.scaling " + " ".join(sys.argv[1:])
     result["environment"] = machine_info()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
