@@ -27,18 +27,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import click
 import torch
 
-from bench.common import REPO, loadavg, python_baseline_mb, run_measured, wait_for_quiet
+from bench.common import REPO, LocalRay, loadavg, python_baseline_mb, run_measured, wait_for_quiet
 from weightcodec.parallel import default_workers
 
 CONFIGS = {
@@ -79,46 +76,6 @@ def make_checkpoint(path: Path, size: str, seed: int = 0) -> dict:
              "model_bytes": 2 * sum(numels), "largest_tensor_bytes": 2 * max(numels), "file_bytes": path.stat().st_size}
     del sd
     return facts
-
-
-class LocalRay:
-    """A local Ray cluster on 127.0.0.1 (``ray start --head --block``), stopped by its own process group."""
-
-    def __init__(self, cpus: int) -> None:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.temp = tempfile.mkdtemp(prefix="/tmp/wcray")
-        self.env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
-                    "PYTHONPATH": str(REPO)}
-        self.log = open(Path(self.temp) / "start.log", "w+b")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-             f"--port={self.port}", f"--num-cpus={cpus}", "--include-dashboard=false", "--disable-usage-stats",
-             f"--temp-dir={self.temp}"], env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        deadline = time.monotonic() + 180
-        while b"Ray runtime started" not in (self.log.seek(0) or self.log.read()):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the local Ray cluster did not start")
-            time.sleep(0.5)
-        self.address = f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # leftovers of this cluster's own process group
-        except ProcessLookupError:
-            pass
-        self.log.close()
-        shutil.rmtree(self.temp, ignore_errors=True)
 
 
 def run(sizes: list[str], engines: list[str], wait: float, workdir: Path, qp: int) -> dict:
@@ -226,7 +183,7 @@ def main(sizes: str, engines: str, qp: int, wait: float, workdir: Path | None, o
         plot(list(results), png)
         return
 
-    def terminate(signum, frame):  # noqa: ARG001 - a SIGTERM stops the local Ray cluster too
+    def terminate(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
