@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -34,7 +37,8 @@ def wait_for_quiet(max_load: float = 0.5, timeout: float = 1800.0, poll: float =
         time.sleep(poll)
 
 
-def _tree(root: int) -> list[int]:
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process below it, by parent ids read from /proc."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -50,6 +54,69 @@ def _tree(root: int) -> list[int]:
             out.append(child)
             todo.append(child)
     return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+#: Ray resolves 127.0.0.1 to the machine's outward address unless told this is a one-machine
+#: cluster; with it every Ray server listens on the loopback address only.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+class LocalRay:
+    """A local Ray cluster on 127.0.0.1 only (``ray start --head --block``) whose workers import
+    this checkout; :meth:`stop` ends it by its own process ids (the tree below ``ray start`` and
+    its process group), never by name. Used by bench/scaling.py and tests/test_ray_engine.py."""
+
+    def __init__(self, cpus: int, *, timeout: float = 180.0) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.temp = tempfile.mkdtemp(prefix="/tmp/wcray")  # short: Ray's socket paths must fit 107 bytes
+        self.env = {**os.environ, **LOOPBACK_ENV, "PYTHONPATH": str(REPO)}
+        self.log = open(Path(self.temp) / "start.log", "w+b")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+             f"--port={self.port}", f"--num-cpus={cpus}", "--include-dashboard=false", "--disable-usage-stats",
+             f"--temp-dir={self.temp}"], env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        self.pid = self.proc.pid
+        self.address = f"127.0.0.1:{self.port}"
+        deadline = time.monotonic() + timeout
+        while b"Ray runtime started" not in (self.log.seek(0) or self.log.read()):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                tail = self.log.read()[-2000:]
+                self.stop()
+                raise RuntimeError(f"the local Ray cluster did not start: {tail!r}")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        pids = process_tree(self.pid)
+        self.proc.send_signal(signal.SIGTERM)  # `ray start --block` stops the processes it started
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+        for pid in pids:  # whatever is left of this cluster, by its own ids
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.temp, ignore_errors=True)
 
 
 def _status_kb(pid: int, key: str) -> int:
@@ -85,7 +152,7 @@ def run_measured(cmd: list[str], *, env: dict | None = None, cwd: Path | None = 
 
     def watch() -> None:
         while not done.is_set():
-            pids = _tree(proc.pid)
+            pids = process_tree(proc.pid)
             peak["hwm_kb"] = max(peak["hwm_kb"], _status_kb(proc.pid, "VmHWM"))
             peak["tree_pss_kb"] = max(peak["tree_pss_kb"], sum(_pss_kb(p) for p in pids))
             peak["tree_rss_kb"] = max(peak["tree_rss_kb"], sum(_status_kb(p, "VmRSS") for p in pids))

@@ -24,21 +24,18 @@ Before each timed run it waits (up to ``--wait`` s) for a quiet machine and reco
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+import click
 import torch
 
-from bench.common import REPO, loadavg, python_baseline_mb, run_measured, wait_for_quiet
+from bench.common import REPO, LocalRay, loadavg, python_baseline_mb, run_measured, wait_for_quiet
 from weightcodec.parallel import default_workers
 
 CONFIGS = {
@@ -79,46 +76,6 @@ def make_checkpoint(path: Path, size: str, seed: int = 0) -> dict:
              "model_bytes": 2 * sum(numels), "largest_tensor_bytes": 2 * max(numels), "file_bytes": path.stat().st_size}
     del sd
     return facts
-
-
-class LocalRay:
-    """A local Ray cluster on 127.0.0.1 (``ray start --head --block``), stopped by its own process group."""
-
-    def __init__(self, cpus: int) -> None:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.temp = tempfile.mkdtemp(prefix="/tmp/wcray")
-        self.env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
-                    "PYTHONPATH": str(REPO)}
-        self.log = open(Path(self.temp) / "start.log", "w+b")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-             f"--port={self.port}", f"--num-cpus={cpus}", "--include-dashboard=false", "--disable-usage-stats",
-             f"--temp-dir={self.temp}"], env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        deadline = time.monotonic() + 180
-        while b"Ray runtime started" not in (self.log.seek(0) or self.log.read()):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("the local Ray cluster did not start")
-            time.sleep(0.5)
-        self.address = f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # leftovers of this cluster's own process group
-        except ProcessLookupError:
-            pass
-        self.log.close()
-        shutil.rmtree(self.temp, ignore_errors=True)
 
 
 def run(sizes: list[str], engines: list[str], wait: float, workdir: Path, qp: int) -> dict:
@@ -205,35 +162,40 @@ def plot(paths: list[Path], png: Path) -> None:
     fig.savefig(png, dpi=110)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="10m,100m")
-    ap.add_argument("--engines", default="single,pool,ray")
-    ap.add_argument("--qp", type=int, default=28)
-    ap.add_argument("--wait", type=float, default=600.0, help="seconds to wait for a quiet machine before each run")
-    ap.add_argument("--workdir", type=Path, default=None, help="where the checkpoints go (default: a temp dir)")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scaling.json")
-    ap.add_argument("--plot", type=Path, nargs="*", help="only plot these result files")
-    ap.add_argument("--png", type=Path, default=REPO / "docs" / "scaling.png")
-    args = ap.parse_args(argv)
-    if args.plot:
-        plot(args.plot, args.png)
-        return 0
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--sizes", default="10m,100m", show_default=True, help="comma-separated: 10m, 100m, 1b")
+@click.option("--engines", default="single,pool,ray", show_default=True, help="comma-separated: single, pool, ray")
+@click.option("--qp", type=int, default=28, show_default=True)
+@click.option("--wait", type=float, default=600.0, show_default=True,
+              help="seconds to wait for a quiet machine before each run")
+@click.option("--workdir", type=click.Path(path_type=Path), default=None,
+              help="where the checkpoints go (default: a temp dir)")
+@click.option("--out", type=click.Path(path_type=Path), default=REPO / "bench" / "results" / "scaling.json",
+              show_default=True)
+@click.option("--plot", "plot_only", is_flag=True, help="only plot the result files given as arguments")
+@click.option("--png", type=click.Path(path_type=Path), default=REPO / "docs" / "scaling.png", show_default=True)
+@click.argument("results", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def main(sizes: str, engines: str, qp: int, wait: float, workdir: Path | None, out: Path, plot_only: bool, png: Path,
+         results: tuple[Path, ...]) -> None:
+    if plot_only:
+        if not results:
+            raise click.UsageError("--plot needs the result files to plot")
+        plot(list(results), png)
+        return
 
-    def terminate(signum, frame):  # noqa: ARG001 - a SIGTERM stops the local Ray cluster too
+    def terminate(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
-    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        result = run(args.sizes.split(","), args.engines.split(","), args.wait, Path(tmp), args.qp)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        result = run(sizes.split(","), engines.split(","), wait, Path(tmp), qp)
     from weightcodec.measure import machine_info
 
-    result["command"] = "python -m bench.scaling " + " ".join(argv if argv is not None else sys.argv[1:])
+    result["command"] = "python -m bench.scaling " + " ".join(sys.argv[1:])
     result["environment"] = machine_info()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -21,7 +21,6 @@ under load are marked so.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -31,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import click
 import numpy as np
 import torch
 
@@ -117,37 +117,37 @@ def timed(cmd: list[str], *, stdin: bytes | None = None, env: dict | None = None
     return time.perf_counter() - started
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--count", type=int, default=4)
-    ap.add_argument("--side", type=int, default=2048)
-    ap.add_argument("--qp", type=int, default=28)
-    ap.add_argument("--workers", default=f"1,{default_workers()}", help="wcodec --workers values to time")
-    ap.add_argument("--repeats", type=int, default=3, help="runs of each timing (the median is reported)")
-    ap.add_argument("--wait", type=float, default=1800.0, help="seconds to wait for a quiet machine")
-    ap.add_argument("--extra", default="", help="extra wcodec encode options, e.g. '--preset medium'")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "speed.json")
-    args = ap.parse_args(argv)
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--count", type=int, default=4, show_default=True, help="matrices in the job")
+@click.option("--side", type=int, default=2048, show_default=True, help="each matrix is side x side")
+@click.option("--qp", type=int, default=28, show_default=True)
+@click.option("--workers", default=f"1,{default_workers()}", show_default=True, help="wcodec --workers values to time")
+@click.option("--repeats", type=int, default=3, show_default=True, help="runs of each timing (the median is reported)")
+@click.option("--wait", type=float, default=1800.0, show_default=True, help="seconds to wait for a quiet machine")
+@click.option("--extra", default="", help="extra wcodec encode options, e.g. '--preset medium'")
+@click.option("--out", type=click.Path(path_type=Path), default=REPO / "bench" / "results" / "speed.json",
+              show_default=True)
+def main(count: int, side: int, qp: int, workers: str, repeats: int, wait: float, extra: str, out: Path) -> None:
     ffmpeg = find_ffmpeg()
     cores = default_workers()
-    weights = args.count * args.side * args.side
+    weights = count * side * side
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with tempfile.TemporaryDirectory(dir=REPO / "bench") as tmp:
         tmp = Path(tmp)
-        sd = make_model(tmp / "model.pt", args.count, args.side)
+        sd = make_model(tmp / "model.pt", count, side)
         wcli = [sys.executable, "-m", "weightcodec.cli"]
-        extra = args.extra.split()
+        extra_options = extra.split()
         # one untimed encode: the file whose frames and settings ffmpeg gets
-        subprocess.run([*wcli, "encode", str(tmp / "model.pt"), "-o", str(tmp / "ref.wcodec"), "--qp", str(args.qp),
-                        "-q", *extra], check=True, env=env, cwd=REPO)
+        subprocess.run([*wcli, "encode", str(tmp / "model.pt"), "-o", str(tmp / "ref.wcodec"), "--qp", str(qp),
+                        "-q", *extra_options], check=True, env=env, cwd=REPO)
         raw, streams, settings = frames_and_streams(tmp / "ref.wcodec", sd)
         (tmp / "streams.hevc").write_bytes(streams)
         file_bytes = (tmp / "ref.wcodec").stat().st_size
-        quiet = wait_for_quiet(timeout=args.wait)
+        quiet = wait_for_quiet(timeout=wait)
         result: dict = {"benchmark": "bench/speed.py", "command": "python -m bench.speed " + " ".join(
             argv if argv is not None else sys.argv[1:]), "machine": quiet, "cores": cores, "weights": weights,
-            "job": f"{args.count} matrices {args.side}x{args.side}, N(0, 0.02) float32, QP {args.qp}",
-            "settings": settings, "ffmpeg": ffmpeg, "repeats": args.repeats, "file_bytes": file_bytes,
+            "job": f"{count} matrices {side}x{side}, N(0, 0.02) float32, QP {qp}",
+            "settings": settings, "ffmpeg": ffmpeg, "repeats": repeats, "file_bytes": file_bytes,
             "bits_per_weight": round(8 * file_bytes / weights, 4), "encode": {}, "decode": {}}
         ff_encode = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p",
                      "-s", f"{settings['width']}x{settings['height']}", "-r", "25", "-i", "pipe:", "-c:v", "libx265",
@@ -157,14 +157,14 @@ def main(argv: list[str] | None = None) -> int:
                      str(tmp / "streams.hevc"), "-f", "null", "-"]
         runs: dict[str, list[float]] = {"ffmpeg_libx265": [], "libavcodec_decode": [], "wcodec_decode_cli": [],
                                         "wcodec_decode_api": [], "wcodec_encode_api_in_process": []}
-        for workers in args.workers.split(","):
-            runs[f"wcodec_encode_cli_workers_{workers}"] = []
-        for _ in range(args.repeats):  # interleaved, so that a change of load hits every row alike
+        for n_workers in workers.split(","):
+            runs[f"wcodec_encode_cli_workers_{n_workers}"] = []
+        for _ in range(repeats):  # interleaved, so that a change of load hits every row alike
             runs["ffmpeg_libx265"].append(timed(ff_encode, stdin=raw))
-            for workers in args.workers.split(","):
-                runs[f"wcodec_encode_cli_workers_{workers}"].append(timed(
-                    [*wcli, "encode", str(tmp / "model.pt"), "-o", str(tmp / "w.wcodec"), "--qp", str(args.qp), "-q",
-                     "--no-verify", "-f", "--workers", workers, *extra], env=env))
+            for n_workers in workers.split(","):
+                runs[f"wcodec_encode_cli_workers_{n_workers}"].append(timed(
+                    [*wcli, "encode", str(tmp / "model.pt"), "-o", str(tmp / "w.wcodec"), "--qp", str(qp), "-q",
+                     "--no-verify", "-f", "--workers", n_workers, *extra_options], env=env))
                 assert (tmp / "w.wcodec").read_bytes() == (tmp / "ref.wcodec").read_bytes()
             code = ("import time,sys; from weightcodec.api import encode; t=time.perf_counter(); "
                     f"encode({str(tmp / 'model.pt')!r}, {str(tmp / 'a.wcodec')!r}, workers={cores}); "
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"decode({str(tmp / 'ref.wcodec')!r}); print(time.perf_counter()-t)")
             out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, check=True, capture_output=True)
             runs["wcodec_decode_api"].append(float(out.stdout.split()[-1]))
-        result["decode_threads"] = decoder_threads(tmp / "ref.wcodec", args.repeats, cores)
+        result["decode_threads"] = decoder_threads(tmp / "ref.wcodec", repeats, cores)
         result["machine"]["load_after"] = loadavg()
         med = {k: statistics.median(v) for k, v in runs.items()}
         for key, values in runs.items():
@@ -201,14 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     from weightcodec.measure import machine_info
 
     result["environment"] = {**machine_info(), "pyav": av.__version__}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: result[k] for k in ("machine", "bits_per_weight", "targets")}, indent=1))
     for section in ("encode", "decode"):
         for key, row in result[section].items():
             print(f"{key:40s} {row['median_seconds']:8.2f} s {row['mb_per_s']:8.2f} MB/s")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

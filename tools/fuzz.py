@@ -361,7 +361,8 @@ def _unescape(nal: bytes) -> bytes:
     return nal.replace(b"\x00\x00\x03", b"\x00\x00")
 
 
-def _escape(rbsp: bytes) -> bytes:
+def escape_rbsp(rbsp: bytes) -> bytes:
+    """Insert HEVC emulation-prevention bytes (00 00 0x -> 00 00 03 0x for x <= 3)."""
     out, zeros = bytearray(), 0
     for byte in rbsp:
         if zeros >= 2 and byte <= 3:
@@ -380,7 +381,7 @@ def rewrite_sps(stream: bytes, **changes: int) -> bytes:
     for part in parts[1:]:
         if len(part) > 2 and (part[0] >> 1) & 0x3F == 33:
             try:
-                part = part[:2] + _escape(_rewrite_sps_rbsp(_unescape(part[2:]), changes))
+                part = part[:2] + escape_rbsp(_rewrite_sps_rbsp(_unescape(part[2:]), changes))
             except (IndexError, ValueError):
                 pass
         out.append(part)
