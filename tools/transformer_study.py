@@ -157,6 +157,10 @@ class Candidates:
     def get(self, plan: TensorPlan) -> Candidate:
         qp = plan.hevc.qp if plan.hevc is not None else "int8"
         tag = f"{plan.granularity}-a{plan.axis}{'-cols' if plan.col_scales else ''}"
+        if plan.hevc is not None:  # the encoder settings this matrix is coded with are part of the key
+            settings = plan.hevc.for_matrix(plan.numel)
+            key = json.dumps([settings.preset, settings.chroma, settings.x265_params()], sort_keys=True, default=str)
+            tag += "-" + hashlib.sha256(key.encode()).hexdigest()[:10]
         path = self.folder / tag / str(qp) / f"{plan.name}.npz"
         if path.exists():
             z = np.load(path)
