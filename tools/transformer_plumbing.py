@@ -157,8 +157,9 @@ def markdown(result: dict) -> str:
              f"{result['machine'].get('cpu_model')}, {result['machine'].get('logical_cores')} cores, shared with "
              "other jobs (times are pessimistic).", "",
              "| model (random init) | dtype | params | input | .wcodec | int8 per-channel + zstd | bits/weight (int8) "
-             "| QPs by role | min / median SNR dB | encode / decode s | AutoModel loads, dtypes, exact raw, files |",
-             "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---|"]
+             "| QPs by role | min / median SNR dB | stored once | encode / decode s "
+             "| AutoModel loads, dtypes, exact raw, files |",
+             "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"]
     for m in result["models"]:
         roles = "; ".join(f"{k} {v['qps'][0]}-{v['qps'][-1]}" if len(v["qps"]) > 1 else f"{k} {v['qps'][0]}"
                           for k, v in m["roles"].items() if v["qps"])
@@ -166,11 +167,12 @@ def markdown(result: dict) -> str:
         ok = all(checks[k] for k in ("automodel_loads_offline", "names_equal", "dtypes_equal", "raw_tensors_bit_exact",
                                      "carried_files_identical"))
         lines.append(
-            f"| {m['arch']} ({m['layers']} block{'s' if m['layers'] > 1 else ''}{', tied head stored once' if m['aliases'] or m['heads'] else ''}) "
+            f"| {m['arch']} ({m['layers']} block{'s' if m['layers'] > 1 else ''}{', tied head' if m['heads'] else ''}) "
             f"| {m['dtype']} | {m['parameters'] / 1e6:.1f} M | {human_bytes(m['input_bytes'])} "
             f"| {human_bytes(m['file_bytes'])} | {human_bytes(m['int8_per_channel_zstd_bytes'])} "
             f"| {m['bits_per_weight']:.2f} ({m['int8_bits_per_weight']:.2f}) | {roles} "
-            f"| {m['snr_db']['min']:.1f} / {m['snr_db']['median']:.1f} | {m['encode_seconds']:.0f} / {m['decode_seconds']:.0f} "
+            f"| {m['snr_db']['min']:.1f} / {m['snr_db']['median']:.1f} | {len(m['aliases'])} "
+            f"| {m['encode_seconds']:.0f} / {m['decode_seconds']:.0f} "
             f"| {'yes' if ok else 'NO'} ({', '.join(checks['module_dtypes'])}) |")
     return "\n".join(lines) + "\n"
 
