@@ -104,7 +104,10 @@ def test_streams_are_deterministic_8bit_and_what_the_precheck_expects(int8_matri
     assert stream == codec.encode(frames, HevcSettings(qp=30))
     info = check_stream(stream, spec(frames))
     assert (info.bit_depth_luma, info.bit_depth_chroma) == (8, 8)
-    assert (info.coded_width, info.coded_height, info.width, info.height) == (128, 120, 128, 120)
+    # coded sizes are whole minimum CUs: 16x16 with the default effort (min-cu-size=16), 8x8 in x265's presets
+    assert (info.coded_width, info.coded_height, info.width, info.height) == (128, 128, 128, 120)
+    info = check_stream(codec.encode(frames, HevcSettings(qp=30, effort="max")), spec(frames))
+    assert (info.coded_width, info.coded_height) == (128, 120)
 
 
 @pytest.mark.assets

@@ -13,6 +13,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from tools.fuzz import escape_rbsp
 from tools.fuzz_decode import MUTATION_KINDS, dec265, mutate
 from weightcodec.backends import PictureSpec, check_stream, ffmpeg_cli, get_backend, pyav
 from weightcodec.config import HevcSettings
@@ -50,17 +51,6 @@ def _ue(value: int) -> str:
     return "0" * (len(code) - 1) + code
 
 
-def _emulation_prevention(rbsp: bytes) -> bytes:
-    out, zeros = bytearray(), 0
-    for byte in rbsp:
-        if zeros >= 2 and byte <= 3:
-            out.append(3)
-            zeros = 0
-        out.append(byte)
-        zeros = zeros + 1 if byte == 0 else 0
-    return bytes(out)
-
-
 def rewrite_sps(stream: bytes, **fields) -> bytes:
     """Every SPS of ``stream`` with some of its leading ue fields replaced (emulation prevention re-inserted).
 
@@ -94,7 +84,7 @@ def rewrite_sps(stream: bytes, **fields) -> bytes:
             new = (all_bits[:head] + middle + all_bits[tail:]).rstrip("0")  # keep the rbsp stop bit, re-align
             new += "0" * (-len(new) % 8)
             rbsp = int(new, 2).to_bytes(len(new) // 8, "big")
-            nal = nal[:2] + _emulation_prevention(rbsp)
+            nal = nal[:2] + escape_rbsp(rbsp)
         out += b"\x00\x00\x00\x01" + nal
     return bytes(out)
 
@@ -311,7 +301,7 @@ def test_exp_golomb_values_are_bounded(stream):
     nal = next(n for n in iter_nal_units(stream) if nal_type(n) == NAL_SPS)
     rbsp = _rbsp(nal[2:])  # 1 byte of ids, 12 of profile_tier_level, then sps_seq_parameter_set_id
     with pytest.raises(CorruptStreamError, match="bad Exp-Golomb code for sps_seq_parameter_set_id"):
-        parse_sps(nal[:2] + _emulation_prevention(rbsp[:13] + bytes(20) + b"\xff"))
+        parse_sps(nal[:2] + escape_rbsp(rbsp[:13] + bytes(20) + b"\xff"))
 
 
 # --- corrupted data: the two backends agree ----------------------------------------------------
@@ -440,3 +430,17 @@ def test_a_killed_child_is_a_corrupt_stream_and_leaves_no_process(stream, monkey
         codec.decode(stream, SPEC)
     monkeypatch.setattr(codec, "_decode_args", original)
     assert np.array_equal(codec.decode(stream, SPEC), get_backend("pyav").decode(stream, SPEC))
+
+
+def test_a_malformed_pps_is_rejected_before_decoding():
+    """Every PPS is parsed in full (H.265 7.3.2.3.1): bad ranges and bad trailing bits are corrupt."""
+    from weightcodec.hevc import NAL_PPS, pps_ids
+
+    stream = get_backend("pyav").encode(random_frames((1, 64, 96)), HevcSettings(qp=30))
+    pps = next(n for n in iter_nal_units(stream) if nal_type(n) == NAL_PPS)
+    assert pps_ids(pps) == (0, 0)
+    for bad in (pps + b"\x80", pps[:-1], pps[:2] + b"\xff" * 6):
+        with pytest.raises(CorruptStreamError, match="picture parameter set"):
+            pps_ids(bad)
+        with pytest.raises(CorruptStreamError):
+            check_stream(stream.replace(pps, bad, 1), PictureSpec(1, 64, 96))

@@ -27,7 +27,6 @@ the decoded array's shape): to measure an older checkout, run this file from the
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 import shutil
@@ -37,6 +36,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import click
 import numpy as np
 
 from weightcodec.backends import get_backend
@@ -204,25 +204,24 @@ def run(mutants: int, seed: int) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mutants", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="write the JSON summary here")
-    parser.add_argument("--lenient", action="store_true",
-                        help="decode without the backends' DECODER_OPTIONS (err_detect=explode): libavcodec's default "
-                             "concealment, to measure what the option changes")
-    args = parser.parse_args(argv)
-    if args.lenient:
+@click.command(help=__doc__.split("\n\n")[0])
+@click.option("--mutants", type=int, default=2000, show_default=True, help="mutated streams to decode")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="write the JSON summary here")
+@click.option("--lenient", is_flag=True,
+              help="decode without the backends' DECODER_OPTIONS (err_detect=explode): libavcodec's default "
+                   "concealment, to measure what the option changes")
+def main(mutants: int, seed: int, out: Path | None, lenient: bool) -> None:
+    if lenient:
         from weightcodec.backends import ffmpeg_cli, pyav
 
         pyav.DECODER_OPTIONS = ffmpeg_cli.DECODER_OPTIONS = {}
-    summary = run(args.mutants, args.seed)
-    summary["lenient"] = args.lenient
+    summary = run(mutants, seed)
+    summary["lenient"] = lenient
     text = json.dumps(summary, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
     print(json.dumps({k: summary[k] for k in ("outcomes", "disagreements", "disagreement_pairs", "dec265_on_accepted",
                                               "decode_seconds")},
                      indent=2))

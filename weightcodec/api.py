@@ -9,9 +9,11 @@ progress through an optional callback ``progress(name, done, total)`` counting w
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,11 +24,11 @@ from .backends import get_backend
 from .config import EncodeConfig
 from .container import ContainerReader, ContainerWriter
 from .dtypes import DTYPES
-from .errors import ResourceLimitError
+from .errors import ConfigError, ResourceLimitError
 from .header import Header, ModelInfo, QuantInfo, TensorInfo
 from .atomic import atomic_write
 from .modelio import LoadedModel, load_source, module_skeleton, rebuild_module
-from .parallel import check_workers, default_workers, ordered_map
+from .parallel import check_workers, default_workers, ordered_map, ordered_thread_map
 from .plan import EncodePlan, TensorPlan, plan_encode
 from .quant import QuantizedTensor
 from .report import EncodeReport, EncodeResult, LayerReport, Notice
@@ -56,9 +58,10 @@ def encode(
     *,
     config: EncodeConfig | None = None,
     trust_pickle: bool = False,
-    verify: bool = False,
+    verify: bool = True,
     metadata: Mapping[str, str] | None = None,
     workers: int | None = None,
+    ray: str | None = None,
     progress: Progress | None = None,
 ) -> EncodeResult:
     """Encode a model (a path to ``torch.save`` output, a state_dict or an ``nn.Module``).
@@ -66,17 +69,20 @@ def encode(
     Returns a per-layer report and, without ``output``, the container's bytes. With ``output``
     the file is written there, segment by segment as tensors are coded, and appears only once it
     is complete (no partial file on failure or interruption); ``result.data`` is then None.
-    ``verify`` decodes every HEVC stream right after encoding it and records the int8 RMSE and
-    maximum error in the report. ``workers`` processes code tensors in parallel (None: all cores
-    when there is enough HEVC work to share, else 1); the file is the same byte for byte whatever
-    the number.
+    ``verify`` (default) decodes every HEVC stream right after encoding it, records the int8 RMSE
+    and maximum error in the report, and stores the decoded values' CRC-32 in the header so that
+    every decoder can tell a damaged stream it would otherwise conceal (docs/FORMAT.md 5.3); pass
+    ``verify=False`` to skip that decode (about a fifth of the encode time at fast presets).
+    ``workers`` processes code tensors in parallel (None: all cores when there is enough HEVC work
+    to share, else 1); the file is the same byte for byte whatever the number. ``ray`` ("auto" or
+    a cluster address) codes the tensors as tasks on a Ray cluster instead (:mod:`weightcodec.engines.ray_engine`); the file is the same byte for byte.
     """
     config = config or EncodeConfig()
     started = time.perf_counter()
     loaded = load_source(source, trust_pickle=trust_pickle)
     plan = plan_encode(loaded.state_dict, config)
     result = encode_planned(loaded, plan, output, config=config, verify=verify, metadata=metadata, workers=workers,
-                            progress=progress)
+                            ray=ray, progress=progress)
     return replace(result, report=replace(result.report, seconds=time.perf_counter() - started))
 
 
@@ -89,6 +95,7 @@ def encode_planned(
     verify: bool = False,
     metadata: Mapping[str, str] | None = None,
     workers: int | None = None,
+    ray: str | None = None,
     progress: Progress | None = None,
     precoded: Mapping[str, CodedTensor] | None = None,
 ) -> EncodeResult:
@@ -101,8 +108,15 @@ def encode_planned(
     started = time.perf_counter()
     state_dict = loaded.state_dict
     backend = get_backend(config.backend) if plan.count("hevc") else None
+    precoded = precoded or {}
+    ready = {t.name: precoded[t.name] for t in plan.tensors if t.name in precoded and precoded[t.name].plan == t}
+    todo = [t for t in plan.tensors if t.name not in ready]
+    workers = encode_workers(EncodePlan(todo), workers) if ray is None else None
+    # x265's own threads where they help: all cores for one process, the cores' share for each
+    # worker of a pool (one per Ray task); no byte of the streams depends on it
+    threads = 1 if ray is not None else (max(1, default_workers() // workers) if workers > 1 else None)
     ctx = EncodeContext(backend=backend, zstd_level=config.zstd_level if config.compress_raw else None,
-                        verify=verify)
+                        verify=verify, threads=threads)
     total = sum(t.numel for t in plan.tensors)
     done = 0
     entries: list[TensorInfo] = []
@@ -110,11 +124,15 @@ def encode_planned(
     if progress:
         progress("", 0, total)
     with ContainerWriter(output) as writer:
-        precoded = precoded or {}
-        ready = {t.name: precoded[t.name] for t in plan.tensors if t.name in precoded and precoded[t.name].plan == t}
-        todo = EncodePlan([t for t in plan.tensors if t.name not in ready])
-        coded_todo = ordered_map(_code_tensor, todo.tensors, workers=encode_workers(todo, workers),
-                                 context=(state_dict, ctx), describe=lambda t: f"tensor {t.name!r}")
+        if ray is not None and todo:
+            from .engines.ray_engine import RayEngine
+
+            coded_todo = RayEngine(ray).map(_code_array, ((t, as_numpy(state_dict[t.name])) for t in todo),
+                                            context=ctx, describe=lambda job: f"tensor {job[0].name!r}")
+        else:
+            coded_todo = ordered_map(_code_tensor, todo, workers=workers,
+                                     context=(state_dict, ctx), describe=lambda t: f"tensor {t.name!r}")
+        coded_todo = iter(coded_todo)
         coded_tensors = (ready[t.name] if t.name in ready else next(coded_todo) for t in plan.tensors)
         for coded in coded_tensors:
             entry = _place(coded, writer)
@@ -155,6 +173,12 @@ def encode_workers(plan: EncodePlan, workers: int | None) -> int:
 def _code_tensor(plan: TensorPlan, context: tuple[Mapping[str, torch.Tensor], EncodeContext]) -> CodedTensor:
     state_dict, ctx = context
     return CODERS[plan.storage].encode(as_numpy(state_dict[plan.name]), plan, ctx)
+
+
+def _code_array(job: tuple[TensorPlan, "np.ndarray"], ctx: EncodeContext) -> CodedTensor:
+    """:func:`_code_tensor` for engines that ship each tensor with its job (Ray)."""
+    plan, array = job
+    return CODERS[plan.storage].encode(array, plan, ctx)
 
 
 def _place(coded: CodedTensor, payload: ContainerWriter) -> TensorInfo:
@@ -203,6 +227,106 @@ def declared_output_bytes(header: Header) -> int:
     return sum(t.numel * DTYPES[t.dtype].itemsize for t in header.tensors)
 
 
+def select_tensors(header: Header, only: str | Sequence[str] | None) -> list[TensorInfo]:
+    """The header's tensors whose names match one of the ``only`` globs (all of them for None).
+
+    Raises:
+        ConfigError: a pattern matches no tensor (with the closest names as a hint).
+    """
+    if only is None:
+        return list(header.tensors)
+    patterns = [only] if isinstance(only, str) else list(only)
+    names = [t.name for t in header.tensors]
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not pattern:
+            raise ConfigError(f"tensor patterns must be non-empty strings, got {pattern!r}")
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            close = difflib.get_close_matches(pattern, names, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else \
+                f"; the file's tensors are named like {', '.join(map(repr, names[:3]))} (`wcodec info` lists them)"
+            raise ConfigError(f"pattern {pattern!r} matches no tensor of the file{hint}")
+    return [t for t in header.tensors if any(fnmatch.fnmatchcase(t.name, p) for p in patterns)]
+
+
+@dataclass(frozen=True)
+class DecodedTensor:
+    """One decoded tensor, as :func:`iter_decoded` hands it out."""
+
+    name: str
+    tensor: torch.Tensor
+    quantized: QuantizedTensor | None
+    entry: TensorInfo
+
+
+def decode_workers(entries: Sequence[TensorInfo], workers: int | None) -> int:
+    """Threads for decoding ``entries``: ``workers`` if given, else all cores when >= 2 streams."""
+    if workers is not None:
+        return check_workers(workers)
+    streams = sum(1 for t in entries if t.storage == "hevc")
+    return max(1, min(default_workers(), streams))
+
+
+def iter_decoded(reader: ContainerReader, entries: Sequence[TensorInfo], *, backend: str = "pyav",
+                 workers: int | None = None, progress: Progress | None = None) -> Iterator[DecodedTensor]:
+    """Decode ``entries`` of an open file, yielding each tensor as soon as it and those before it
+    are ready (file order). ``workers`` threads decode streams at once (None: all cores); each
+    stream is decoded by one decoder thread, so the tensors are the same bits whatever the number.
+    Reads only the segments of ``entries``."""
+    needs_hevc = any(t.storage == "hevc" for t in entries)
+    ctx = DecodeContext(read=reader.read, backend=get_backend(backend) if needs_hevc else None)
+    total = sum(t.numel for t in entries)
+    done = 0
+    if progress:
+        progress("", 0, total)
+
+    def one(entry: TensorInfo) -> DecodedTensor:
+        try:
+            tensor, q = CODERS[entry.storage].decode(entry, ctx)
+        except (MemoryError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and "allocate" not in str(exc):  # torch's allocator says so
+                raise
+            raise ResourceLimitError(f"not enough memory to decode tensor {entry.name!r} "
+                                     f"({entry.numel * DTYPES[entry.dtype].itemsize:,} bytes)") from None
+        return DecodedTensor(entry.name, tensor, q, entry)
+
+    for decoded in ordered_thread_map(one, entries, workers=decode_workers(entries, workers)):
+        done += decoded.entry.numel
+        if progress:
+            progress(decoded.name, done, total)
+        yield decoded
+
+
+def _check_output_size(entries: Sequence[TensorInfo], max_output_bytes: int | None) -> None:
+    declared = sum(t.numel * DTYPES[t.dtype].itemsize for t in entries)
+    if max_output_bytes is not None and declared > max_output_bytes:
+        raise ResourceLimitError(f"the file's tensors need {declared:,} bytes, more than the limit of "
+                                 f"{max_output_bytes:,} bytes")
+
+
+def iter_decode(
+    source: str | Path | bytes,
+    *,
+    only: str | Sequence[str] | None = None,
+    backend: str = "pyav",
+    workers: int | None = None,
+    max_output_bytes: int | None = None,
+    progress: Progress | None = None,
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(name, tensor)`` for the file's tensors in file order, each as soon as it is decoded.
+
+    Streams are decoded by ``workers`` threads at once (None: all cores); the tensors are the
+    same bits whatever the number. ``only`` (a glob or a list of globs over tensor names) decodes
+    just the matching tensors and reads no other segment of the file. The file is read through a
+    memory map and stays open while the iterator is alive; close the iterator (or run it to the
+    end) to release it. Errors as :func:`decode`.
+    """
+    with ContainerReader(source) as reader:
+        entries = select_tensors(reader.header, only)
+        _check_output_size(entries, max_output_bytes)
+        for decoded in iter_decoded(reader, entries, backend=backend, workers=workers, progress=progress):
+            yield decoded.name, decoded.tensor
+
+
 def decode(
     source: str | Path | bytes,
     *,
@@ -210,6 +334,9 @@ def decode(
     trust_pickle: bool = False,
     as_state_dict: bool = False,
     max_output_bytes: int | None = None,
+    only: str | Sequence[str] | None = None,
+    workers: int | None = None,
+    keep_quantized: bool = True,
     progress: Progress | None = None,
 ) -> DecodeResult:
     """Decode a ``.wcodec`` file (path or bytes) back to tensors, and to a module if it held one.
@@ -217,48 +344,36 @@ def decode(
     Quantized tensors come back dequantized to their original dtype; their int8 values and scales
     are in ``result.quantized``. A file that holds a pickled module is rebuilt only with
     ``trust_pickle=True``; ``as_state_dict=True`` skips the module and returns the state_dict.
+    ``only`` decodes just the tensors matching the glob(s) (a state_dict, never a module) and
+    reads nothing else; ``workers`` threads decode streams in parallel (see :func:`iter_decode`).
+    ``keep_quantized=False`` leaves ``result.quantized`` empty: the int8 values of every tensor
+    are then not held beside the dequantized ones (half the model's weights count in bytes).
     Decoding is deterministic: the same file always gives bit-identical tensors.
 
     The file is untrusted: every failure is a :class:`~weightcodec.errors.FormatError` (or, for
     resources, :class:`~weightcodec.errors.ResourceLimitError`), and no more memory is used than
     the header declares for its tensors (see docs/SECURITY.md). ``max_output_bytes`` refuses,
-    before decoding anything, a file whose tensors add up to more bytes than that.
+    before decoding anything, a file whose tensors (those selected by ``only``) add up to more
+    bytes than that.
     """
     started = time.perf_counter()
     with ContainerReader(source) as reader:
         header = reader.header
-        declared = declared_output_bytes(header)
-        if max_output_bytes is not None and declared > max_output_bytes:
-            raise ResourceLimitError(f"the file's tensors need {declared:,} bytes, more than the limit of "
-                                     f"{max_output_bytes:,} bytes")
-        needs_hevc = any(t.storage == "hevc" for t in header.tensors)
-        ctx = DecodeContext(read=reader.read, backend=get_backend(backend) if needs_hevc else None)
-        total = sum(t.numel for t in header.tensors)
-        done = 0
+        entries = select_tensors(header, only)
+        _check_output_size(entries, max_output_bytes)
         state_dict: OrderedDict[str, torch.Tensor] = OrderedDict()
         quantized: dict[str, QuantizedTensor] = {}
-        for entry in header.tensors:
-            if progress:
-                progress(entry.name, done, total)
-            try:
-                tensor, q = CODERS[entry.storage].decode(entry, ctx)
-            except (MemoryError, RuntimeError) as exc:
-                if isinstance(exc, RuntimeError) and "allocate" not in str(exc):  # torch's allocator says so
-                    raise
-                raise ResourceLimitError(f"not enough memory to decode tensor {entry.name!r} "
-                                         f"({entry.numel * DTYPES[entry.dtype].itemsize:,} bytes)") from None
-            state_dict[entry.name] = tensor
-            if q is not None:
-                quantized[entry.name] = q
-            done += entry.numel
+        for decoded in iter_decoded(reader, entries, backend=backend, workers=workers, progress=progress):
+            state_dict[decoded.name] = decoded.tensor
+            if decoded.quantized is not None and keep_quantized:
+                quantized[decoded.name] = decoded.quantized
         skeleton = None
-        if header.model.kind == "module" and not as_state_dict:
+        if header.model.kind == "module" and not as_state_dict and only is None:
             skeleton = reader.read(header.model.skeleton, "module skeleton", None, MAX_SKELETON_BYTES)
     module = rebuild_module(skeleton, state_dict, trust_pickle=trust_pickle) if skeleton is not None else None
-    if progress:
-        progress("", total, total)
     return DecodeResult(state_dict, header, module, quantized, time.perf_counter() - started)
 
 
-__all__ = ["DecodeResult", "EncodeReport", "EncodeResult", "LayerReport", "Notice", "decode", "declared_output_bytes",
-           "encode", "encode_planned", "read_header"]
+__all__ = ["DecodeResult", "DecodedTensor", "EncodeReport", "EncodeResult", "LayerReport", "Notice", "decode",
+           "declared_output_bytes", "encode", "encode_planned", "iter_decode", "iter_decoded", "read_header",
+           "select_tensors"]

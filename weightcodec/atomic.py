@@ -21,7 +21,8 @@ import re
 import secrets
 import stat
 import time
-from collections.abc import Iterable
+from typing import BinaryIO
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .errors import OutputError
@@ -74,6 +75,34 @@ def atomic_write(path: str | Path, chunks: Iterable[bytes], *, overwrite: bool =
     On any failure (including KeyboardInterrupt) ``path`` is left as it was and no temporary
     file remains.
     """
+
+    def body(fd: int) -> int:
+        written = 0
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
+            written += len(chunk)
+        return written
+
+    return _atomic(path, body, overwrite=overwrite)
+
+
+def atomic_write_with(path: str | Path, write: Callable[[BinaryIO], object], *, overwrite: bool = True) -> int:
+    """Like :func:`atomic_write`, for writers that want a file: ``write(file)`` writes the content
+    to a binary file object (e.g. ``torch.save``, which then streams tensors to disk without a copy
+    of the whole output in memory). Returns the number of bytes written."""
+
+    def body(fd: int) -> int:
+        with os.fdopen(fd, "wb", closefd=False) as handle:
+            write(handle)
+            handle.flush()
+            return handle.tell()
+
+    return _atomic(path, body, overwrite=overwrite)
+
+
+def _atomic(path: str | Path, body: Callable[[int], int], *, overwrite: bool) -> int:
     target = resolve_output(path, overwrite=overwrite)
     sweep_leftovers(target)
     fd = name = None
@@ -86,11 +115,7 @@ def atomic_write(path: str | Path, chunks: Iterable[bytes], *, overwrite: bool =
                 raise
             name = temp_name(target)
             fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o666)
-        for chunk in chunks:
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view):]
-            written += len(chunk)
+        written = body(fd)
         os.fsync(fd)
         if name is None:
             name = temp_name(target)
@@ -176,4 +201,4 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["TMP_SUFFIX", "atomic_write", "resolve_output", "sweep_leftovers"]
+__all__ = ["TMP_SUFFIX", "atomic_write", "atomic_write_with", "resolve_output", "sweep_leftovers"]

@@ -19,7 +19,9 @@ from .backends import available_backends
 from .config import (
     CHROMA_FORMATS,
     DEFAULT_MATRIX_GUARD_SQNR_DB,
+    DEFAULT_EFFORT,
     DEFAULT_GUARD_SQNR_DB,
+    EFFORTS,
     GRANULARITIES,
     X265_PRESETS,
     EncodeConfig,
@@ -93,14 +95,24 @@ def _parse_size(text: str | None) -> int | None:
 
 
 def _progress(quiet: bool, description: str):
+    """A progress bar showing the weights done, the layers done and MB/s (1 MB = 1e6 weights,
+    i.e. int8 megabytes, as the benchmarks count), and the callback the API drives it with."""
     if quiet:
         return None, None
+    import time
+
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+                   TextColumn("{task.fields[layers]} layers  {task.fields[rate]}"),
                    TextColumn("{task.fields[layer]}"), TimeElapsedColumn(), console=console, transient=True)
-    task = bar.add_task(description, total=None, layer="")
+    task = bar.add_task(description, total=None, layer="", layers=0, rate="")
+    state = {"started": time.perf_counter(), "layers": 0}
 
     def update(name: str, done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total, layer=name)
+        if name:
+            state["layers"] += 1
+        elapsed = time.perf_counter() - state["started"]
+        rate = f"{done / elapsed / 1e6:.2f} MB/s" if elapsed > 0 and done else ""
+        bar.update(task, completed=done, total=total, layer=name, layers=state["layers"], rate=rate)
 
     return bar, update
 
@@ -160,7 +172,13 @@ def main() -> None:
 @click.option("--chroma", type=click.Choice(CHROMA_FORMATS), default="yuv420p", show_default=True,
               help="yuv420p: HEVC Main profile with flat chroma (phone decoders); gray: 4:0:0, a range-"
                    "extensions profile most phone hardware cannot decode.")
-@click.option("--preset", type=click.Choice(X265_PRESETS), default="medium", show_default=True, help="x265 speed preset.")
+@click.option("--effort", type=click.Choice(tuple(EFFORTS)), default=DEFAULT_EFFORT, show_default=True,
+              help="Encoder speed against size, measured per CPU core against the old default (x265 medium; "
+                   "docs/ENCODER.md section 9). default: 3x faster for about 1 % more bytes at equal int8 "
+                   "error (16x16 blocks, small matrices keep 8x8). fast: 5.6x faster, about 2.3 % more bytes. "
+                   "max: x265 veryslow, the smallest files (0.2 % fewer bytes), 1.5x slower than the old default.")
+@click.option("--preset", type=click.Choice(X265_PRESETS), default=None,
+              help="Override the effort's x265 preset (its weight-tuned parameters stay).")
 @click.option("--max-tile", default="4096x2160", show_default=True, metavar="WxH",
               help="Largest frame; bigger matrices are split into tiles.")
 @click.option("--max-drop", type=click.FloatRange(min=0), metavar="POINTS",
@@ -191,13 +209,22 @@ def main() -> None:
 @click.option("--trust-pickle", is_flag=True,
               help="Allow loading a pickled nn.Module. Unpickling runs code from the file: only for files you trust.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
-              help="Decode each stream after coding it and report its int8 error.")
+              help="Decode each stream after coding it: report its int8 error and store a checksum of the decoded "
+                   "values, so that any decoder detects a damaged stream instead of concealing it.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes coding layers at once [default: all cores, when there is enough to share]; "
+                   "1: everything in this process. The file is the same bytes whatever the number.")
+@click.option("--ray", "ray_address", metavar="auto|ADDRESS", default=None,
+              help="Code the layers as tasks on a Ray cluster: 'auto' (the cluster `ray start` made here, or "
+                   "$RAY_ADDRESS) or the head's host:port. This machine reads the model and writes the file, "
+                   "byte-identical to a local encode. Needs weightcodec[distributed] on every node.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output file if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-layer report as JSON on stdout.")
-def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_granularity, guard_db, matrix_guard_db, chroma, preset,
-                   max_tile, max_drop, target_size, arch, calib_data, calib_limit, fisher_samples, best_effort, code_conv,
-                   int8_only, no_zstd, backend, trust_pickle, verify, force, quiet, as_json):
+def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_granularity, guard_db, matrix_guard_db, chroma, effort,
+                   preset, max_tile, max_drop, target_size, arch, calib_data, calib_limit, fisher_samples, best_effort,
+                   code_conv, int8_only, no_zstd, backend, trust_pickle, verify, workers, ray_address, force, quiet,
+                   as_json):
     """Compress MODEL (a torch.save'd state_dict, or a pickled nn.Module with --trust-pickle).
 
     \b
@@ -209,7 +236,7 @@ def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_gra
     output = output or model.with_suffix(".wcodec")
     _check_output(output, force)
     config = _run(build_encode_config, qp=qp, lossless=lossless, layer_qp=layer_qp, granularity=granularity,
-                  layer_granularity=layer_granularity, guard_db=guard_db, matrix_guard_db=matrix_guard_db, chroma=chroma, preset=preset,
+                  layer_granularity=layer_granularity, guard_db=guard_db, matrix_guard_db=matrix_guard_db, chroma=chroma, effort=effort, preset=preset,
                   max_tile=max_tile, code_conv=code_conv, int8_only=int8_only, no_zstd=no_zstd, backend=backend)
     budgeted = max_drop is not None or target_size is not None
     if not budgeted:
@@ -218,17 +245,19 @@ def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_gra
             if value is not None:
                 raise UserError(f"{option} only applies with --max-drop or --target-size")
     if budgeted:
+        if ray_address is not None:
+            raise UserError("--ray does not combine with --max-drop or --target-size (the search runs on this machine)")
         result = _encode_budgeted(model, output, config, quiet=quiet or as_json, max_drop=max_drop,
                                   target_size=target_size, arch=arch, calib_data=calib_data, calib_limit=calib_limit,
                                   fisher_samples=fisher_samples, best_effort=best_effort, trust_pickle=trust_pickle,
-                                  granularity=granularity, int8_only=int8_only)
+                                  granularity=granularity, int8_only=int8_only, workers=workers)
     else:
         bar, update = _progress(quiet or as_json, "encoding")
         if bar:
             bar.start()
         try:
             result = _run(encode, model, output, config=config, trust_pickle=trust_pickle, verify=verify,
-                          progress=update)
+                          workers=workers, ray=ray_address, progress=update)
         finally:
             if bar:
                 bar.stop()
@@ -245,7 +274,7 @@ def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_gra
 
 
 def _encode_budgeted(model, output, config, *, quiet, max_drop, target_size, arch, calib_data, calib_limit,
-                     fisher_samples, best_effort, trust_pickle, granularity, int8_only):
+                     fisher_samples, best_effort, trust_pickle, granularity, int8_only, workers=None):
     """``--max-drop`` / ``--target-size``: check the calibration data, measure sensitivities, search, write."""
     from .allocation import AccuracyBudget, DataFreeSensitivity, SearchSpace, SizeBudget, encode_to_budget
     from .modelio import load_source
@@ -295,7 +324,7 @@ def _encode_budgeted(model, output, config, *, quiet, max_drop, target_size, arc
         bar.start()
     try:
         answer = _run(encode_to_budget, loaded, output, budget=budget, sensitivity=sensitivity, config=config,
-                      space=space, best_effort=best_effort, progress=update,
+                      space=space, best_effort=best_effort, workers=workers, progress=update,
                       log=None if quiet else (lambda line: console.print(f"  {line}", highlight=False)))
     finally:
         if bar:
@@ -366,9 +395,15 @@ def _print_notices(report: EncodeReport) -> None:
 @click.option("--max-output-size", metavar="SIZE", callback=lambda ctx, param, value: _parse_size(value),
               help="Refuse files whose tensors add up to more than SIZE (e.g. 500M) before decoding anything. "
                    "Decoding never uses more memory than the file declares; this caps what it may declare.")
+@click.option("--only", "only", multiple=True, metavar="PATTERN",
+              help="Decode only the tensors whose name matches this glob (e.g. 'model.layers.0.*'); the "
+                   "other segments of FILE are not even read. Repeatable. Writes a state_dict.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Threads decoding streams at once [default: all cores]. The output is the same bits "
+                   "whatever the number.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output file if it exists.")
 @click.option("-q", "--quiet", is_flag=True)
-def decode_command(file, output, as_state_dict, trust_pickle, backend, max_output_size, force, quiet):
+def decode_command(file, output, as_state_dict, trust_pickle, backend, max_output_size, only, workers, force, quiet):
     """Restore FILE to a torch.save file: a state_dict, or the nn.Module that was encoded.
 
     Quantized weights come back dequantized (int8 x scale) in their original dtype; loading the
@@ -380,7 +415,8 @@ def decode_command(file, output, as_state_dict, trust_pickle, backend, max_outpu
         bar.start()
     try:
         result = _run(decode, file, backend=backend, trust_pickle=trust_pickle, as_state_dict=as_state_dict,
-                      max_output_bytes=max_output_size, progress=update)
+                      max_output_bytes=max_output_size, only=only or None, workers=workers, keep_quantized=False,
+                      progress=update)
         written = _run(save_torch, result.model, output)
         _mark_written(output)
     finally:

@@ -41,6 +41,29 @@ WEIGHT_X265_PARAMS: tuple[tuple[str, str], ...] = (
     ("log-level", "error"),
 )
 
+#: Encoder effort levels: ``(x265 preset, x265 params on top of WEIGHT_X265_PARAMS)``, measured
+#: in docs/ENCODER.md section 9 (encode MB per CPU second against bits at equal int8 RMSE, by
+#: ``tools/measure_speed.py``; data in docs/data/encoder_speed.json). Against the old default
+#: (preset medium, 8x8 CUs, rd=3):
+#:
+#: * ``default``: medium with ``min-cu-size=16`` (no 8x8 CUs or 4x4 intra blocks) and ``rd=2``:
+#:   3.05x the encode speed per core, +1.2 % bits at equal int8 RMSE on average (+0.4 % pooled);
+#:   matrices under :data:`SMALL_MATRIX_WEIGHTS` keep 8x8 CUs (``rd=2`` only: +0.0 %), because
+#:   there 16x16 CUs cost most (+4.9 % on MNIST's 500x784 layer) and save little time in all;
+#: * ``fast``: medium with ``min-cu-size=32``: 5.6x the speed, +2.3 % bits (x265's ultrafast is
+#:   slower and bigger: 4.1x, +3.8 %);
+#: * ``max``: preset veryslow: 0.66x the speed, -0.2 % bits (the smallest setting measured).
+EFFORTS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+    "fast": ("medium", (("min-cu-size", "32"),)),
+    "default": ("medium", (("rd", "2"), ("min-cu-size", "16"))),
+    "max": ("veryslow", ()),
+}
+DEFAULT_EFFORT = "default"
+#: Under this many weights a matrix coded with the ``default`` effort keeps x265's 8x8 CUs.
+SMALL_MATRIX_WEIGHTS = 1 << 19
+#: What the ``default`` effort changes for small matrices.
+SMALL_MATRIX_PARAMS: tuple[tuple[str, str], ...] = (("min-cu-size", "8"),)
+
 #: Guard thresholds: when the median output channel's SQNR under per-tensor int8 is below this
 #: many dB, the ``auto`` granularity switches the layer to per-channel. Convolution weights (more
 #: than two dimensions) use ``DEFAULT_GUARD_SQNR_DB``; 2-D weights (Linear, embeddings: the
@@ -67,12 +90,17 @@ def _check_qp(qp: object, what: str = "qp") -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class HevcSettings:
-    """How 2-D weight matrices are coded as HEVC frames."""
+    """How 2-D weight matrices are coded as HEVC frames.
+
+    ``effort`` picks an x265 preset and parameters from :data:`EFFORTS`; ``preset`` (None: the
+    effort's) overrides its preset, ``extra_x265_params`` add to or override its parameters.
+    """
 
     qp: int = 28
     lossless: bool = False
     chroma: str = "yuv420p"
-    preset: str = "medium"
+    effort: str = DEFAULT_EFFORT
+    preset: str | None = None
     max_tile_width: int = 4096
     max_tile_height: int = 2160
     extra_x265_params: tuple[tuple[str, str], ...] = ()
@@ -80,6 +108,9 @@ class HevcSettings:
     def __post_init__(self) -> None:
         _check_qp(self.qp)
         _check(self.chroma in CHROMA_FORMATS, f"chroma must be one of {CHROMA_FORMATS}, got {self.chroma!r}")
+        _check(self.effort in EFFORTS, f"effort must be one of {tuple(EFFORTS)}, got {self.effort!r}")
+        if self.preset is None:
+            object.__setattr__(self, "preset", EFFORTS[self.effort][0])
         _check(self.preset in X265_PRESETS, f"preset must be one of {X265_PRESETS}, got {self.preset!r}")
         for name in ("max_tile_width", "max_tile_height"):
             value = getattr(self, name)
@@ -94,9 +125,17 @@ class HevcSettings:
                 f"extra_x265_params entries must be (key, value) strings without ':' or '=', got {item!r}",
             )
 
+    def for_matrix(self, weights: int) -> "HevcSettings":
+        """The settings for one matrix of ``weights`` weights: with the ``default`` effort, small
+        matrices keep 8x8 CUs (see :data:`EFFORTS`); the user's ``extra_x265_params`` still win."""
+        if self.effort != "default" or weights >= SMALL_MATRIX_WEIGHTS:
+            return self
+        return HevcSettings(**{**self.__dict__, "extra_x265_params": SMALL_MATRIX_PARAMS + self.extra_x265_params})
+
     def x265_params(self) -> str:
         """The ``x265-params`` string both backends pass to libx265."""
         params = dict(WEIGHT_X265_PARAMS)
+        params.update(EFFORTS[self.effort][1])
         params.update(self.extra_x265_params)
         if self.lossless:
             params["lossless"] = "1"
@@ -211,7 +250,8 @@ def build_encode_config(
     guard_db: float = DEFAULT_GUARD_SQNR_DB,
     matrix_guard_db: float = DEFAULT_MATRIX_GUARD_SQNR_DB,
     chroma: str = "yuv420p",
-    preset: str = "medium",
+    effort: str = DEFAULT_EFFORT,
+    preset: str | None = None,
     max_tile: str = "4096x2160",
     code_conv: bool = False,
     int8_only: bool = False,
@@ -238,7 +278,7 @@ def build_encode_config(
             raise ConfigError(f"--layer-qp {item!r}: QP must be an integer from 0 to 51") from None
     layer_gran = tuple(parse_assignment(item, value_name="GRANULARITY") for item in layer_granularity)
     return EncodeConfig(
-        hevc=HevcSettings(qp=qp, lossless=lossless, chroma=chroma, preset=preset,
+        hevc=HevcSettings(qp=qp, lossless=lossless, chroma=chroma, effort=effort, preset=preset,
                           max_tile_width=width, max_tile_height=height),
         quant=QuantSettings(granularity=granularity, guard_db=guard_db, matrix_guard_db=matrix_guard_db),
         backend=backend, code_conv=code_conv, code_matrices=not int8_only, compress_raw=not no_zstd,

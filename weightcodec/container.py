@@ -59,6 +59,8 @@ HEADER_NONE, HEADER_ZSTD = 0, 1
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024 * 1024
 HEADER_ZSTD_LEVEL = 19
 _CHUNK = 1 << 20
+#: Segments smaller than this are not worth a madvise call.
+_DROP_MIN = 1 << 20
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -286,6 +288,21 @@ class ContainerReader:
             return read_segment(payload, segment, what=what, expected_size=expected_size, max_size=max_size)
         finally:
             payload.release()
+            self._drop(segment)
+
+    def _drop(self, segment: Segment) -> None:
+        """Let the kernel drop the mapped pages of a segment once its bytes are copied out, so that
+        reading a big file segment by segment keeps only what is being decoded resident."""
+        if self._map is None or not hasattr(mmap, "MADV_DONTNEED") or segment.length < _DROP_MIN:
+            return
+        start = self.payload_offset + segment.offset
+        first = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE  # whole pages inside the segment only
+        last = (start + segment.length) // mmap.PAGESIZE * mmap.PAGESIZE
+        if last > first:
+            try:
+                self._map.madvise(mmap.MADV_DONTNEED, first, last - first)
+            except (OSError, ValueError):  # pragma: no cover - advice only
+                pass
 
     def close(self) -> None:
         data = getattr(self, "_data", None)

@@ -19,6 +19,8 @@ from .layouts import LAYOUT_KINDS, ROWS, MatrixLayout
 from .tiling import VALUE_OFFSET, TileLayout
 
 STORAGE_KINDS = ("raw", "int8", "hevc")
+#: dtypes an ``int8`` or ``hevc`` tensor may be restored to (the float32 result is rounded to them)
+QUANTIZABLE_DTYPES = ("float64", "float32", "float16", "bfloat16")
 COMPRESSIONS = ("none", "zstd")
 QUANT_SCHEMES = ("symmetric-int8", "affine-int8")
 #: Granularities a file can hold (``auto`` is an encoder setting, resolved before writing).
@@ -129,6 +131,8 @@ class QuantInfo:
         axis = get(obj, "axis", int, where)
         if not 0 <= axis < max(len(shape), 1):
             fail(f"{where}.axis {axis} is out of range for shape {list(shape)}")
+        if granularity == "per-channel" and not shape:
+            fail(f"{where}: a scalar has no channel axis, per-channel quantization is impossible")
         guard = obj.get("guard_db")
         if guard is not None and not isinstance(guard, (int, float)):
             fail(f"{where}.guard_db must be a number or null")
@@ -162,6 +166,9 @@ class HevcInfo:
     x265_params: str | None = None
     encoder: str | None = None
     stream: dict = field(default_factory=dict)  # profile, level, chroma format read from the SPS
+    #: CRC-32 of the int8 matrix the encoder's own decode of the stream gave (rows x cols, C order);
+    #: a decoder that gets other values has a corrupt stream (HEVC decoding is bit-exact by spec).
+    decoded_crc32: int | None = None
 
     @property
     def frames(self) -> int:
@@ -175,6 +182,7 @@ class HevcInfo:
             "value_offset": self.value_offset, **self.layout.to_json(), "frames": self.layout.frames,
             "chroma": self.chroma, "qp": self.qp, "lossless": self.lossless, "preset": self.preset,
             "x265_params": self.x265_params, "encoder": self.encoder, "stream": self.stream,
+            **({"decoded_crc32": self.decoded_crc32} if self.decoded_crc32 is not None else {}),
         })
         return out
 
@@ -233,8 +241,11 @@ class HevcInfo:
         stream = obj.get("stream", {})
         if not isinstance(stream, dict):
             fail(f"{where}.stream must be an object")
+        decoded_crc32 = obj.get("decoded_crc32")
+        if decoded_crc32 is not None and not (_is_int(decoded_crc32) and 0 <= decoded_crc32 < 2**32):
+            fail(f"{where}.decoded_crc32 must be an unsigned 32-bit integer")
         return cls(layout=layout, chroma=chroma, value_offset=VALUE_OFFSET, matrix_layout=matrix_layout, qp=qp,
-                   lossless=lossless, stream=stream, **text)
+                   lossless=lossless, stream=stream, decoded_crc32=decoded_crc32, **text)
 
 
 def matrix_layout_from_json(obj: Any, where: str, shape: tuple[int, ...]) -> MatrixLayout:
@@ -315,6 +326,9 @@ class TensorInfo:
         numel = math.prod(shape)
         if numel > MAX_ELEMENTS:
             fail(f"{where} has {numel} elements, more than the 2**40 a tensor may have")
+        if math.prod(d for d in shape if d) > MAX_ELEMENTS:
+            # an empty tensor too: torch.empty([2**32, 2**32, 0]) overflows computing its storage size
+            fail(f"{where}.shape {list(shape)}: its non-zero dimensions multiply to more than 2**40")
         storage = get(item, "storage", str, where)
         if storage not in STORAGE_KINDS:
             raise UnknownCodecError(f"{where} uses unknown storage kind {storage!r}")
@@ -330,6 +344,10 @@ class TensorInfo:
                                         "section 5.1")
         quant = None
         if storage in ("int8", "hevc"):
+            if dtype not in QUANTIZABLE_DTYPES:
+                # float32 -> integer conversion of out-of-range values differs between CPUs (x86
+                # gives INT_MIN, ARM saturates), and the writer only quantizes floating-point tensors
+                fail(f"{where}: a {storage} tensor must have a floating-point dtype, not {dtype!r}")
             quant = QuantInfo.from_json(get(item, "quant", dict, where), f"{where}.quant", shape)
         if storage in ("raw", "int8"):
             size = numel * (1 if storage == "int8" else DTYPES[stored_dtype or dtype].itemsize)

@@ -126,6 +126,19 @@ class _Bits:
             self.pos += 1
         return value
 
+    def se(self, what: str, low: int, high: int) -> int:
+        """A signed Exp-Golomb value in ``[low, high]``."""
+        k = self.ue(what)
+        value = (k + 1) // 2 if k % 2 else -(k // 2)
+        if not low <= value <= high:
+            raise CorruptStreamError(f"{self.unit} declares {what} = {value} (allowed {low}..{high})")
+        return value
+
+    def trailing(self) -> None:
+        """rbsp_trailing_bits: a 1, zeros to the byte boundary, then nothing."""
+        if self.u(1) != 1 or (self.pos % 8 and self.u(8 - self.pos % 8)) or self.pos != 8 * len(self.data):
+            raise CorruptStreamError(f"{self.unit} does not end with its trailing bits")
+
     def ue(self, what: str, limit: int = 2**32 - 2) -> int:
         """An Exp-Golomb value, at most ``limit`` (the syntax element's legal maximum)."""
         zeros = 0
@@ -214,11 +227,92 @@ def vps_id(nal: bytes) -> int:
     return nal[2] >> 4
 
 
+#: Largest picture parameter set a reader parses (ours are 6 bytes; scaling lists take a few hundred).
+MAX_PPS_BYTES = 4096
+
+
 def pps_ids(nal: bytes) -> tuple[int, int]:
-    """(``pps_pic_parameter_set_id``, ``pps_seq_parameter_set_id``) of a PPS NAL unit."""
-    bits = _Bits(_rbsp(nal[2:16]), "picture parameter set")
+    """(``pps_pic_parameter_set_id``, ``pps_seq_parameter_set_id``) of a PPS NAL unit, after checking
+    its whole syntax (H.265 7.3.2.3.1) and value ranges (7.4.3.3) for an 8-bit single-layer stream.
+
+    Decoders differ on a malformed PPS (libde265 and the ffmpeg executable reject it, libavcodec
+    through PyAV may decode anyway), so the shared pre-check rejects it for all of them.
+    """
+    if len(nal) > MAX_PPS_BYTES:
+        raise CorruptStreamError(f"picture parameter set of {len(nal)} bytes (at most {MAX_PPS_BYTES})")
+    bits = _Bits(_rbsp(nal[2:]), "picture parameter set")
     pps = bits.ue("pps_pic_parameter_set_id", 63)
-    return pps, bits.ue("pps_seq_parameter_set_id", 15)
+    sps = bits.ue("pps_seq_parameter_set_id", 15)
+    bits.u(2)  # dependent_slice_segments_enabled_flag, output_flag_present_flag
+    bits.u(3)  # num_extra_slice_header_bits
+    bits.u(2)  # sign_data_hiding_enabled_flag, cabac_init_present_flag
+    bits.ue("num_ref_idx_l0_default_active_minus1", 14)
+    bits.ue("num_ref_idx_l1_default_active_minus1", 14)
+    bits.se("init_qp_minus26", -26, 25)  # 8-bit: QpBdOffsetY = 0
+    bits.u(1)  # constrained_intra_pred_flag
+    transform_skip = bits.u(1)
+    if bits.u(1):  # cu_qp_delta_enabled_flag
+        bits.ue("diff_cu_qp_delta_depth", 3)
+    bits.se("pps_cb_qp_offset", -12, 12)
+    bits.se("pps_cr_qp_offset", -12, 12)
+    bits.u(4)  # slice_chroma_qp_offsets_present, weighted_pred, weighted_bipred, transquant_bypass
+    tiles = bits.u(1)
+    bits.u(1)  # entropy_coding_sync_enabled_flag
+    if tiles:
+        columns = bits.ue("num_tile_columns_minus1", 19)
+        rows = bits.ue("num_tile_rows_minus1", 21)
+        if columns == 0 and rows == 0:
+            raise CorruptStreamError("picture parameter set enables tiles but declares one tile")
+        if not bits.u(1):  # uniform_spacing_flag
+            for _ in range(columns + rows):
+                bits.ue("tile column width / row height", 2**16)
+        bits.u(1)  # loop_filter_across_tiles_enabled_flag
+    bits.u(1)  # pps_loop_filter_across_slices_enabled_flag
+    if bits.u(1):  # deblocking_filter_control_present_flag
+        bits.u(1)  # deblocking_filter_override_enabled_flag
+        if not bits.u(1):  # pps_deblocking_filter_disabled_flag
+            bits.se("pps_beta_offset_div2", -6, 6)
+            bits.se("pps_tc_offset_div2", -6, 6)
+    if bits.u(1):  # pps_scaling_list_data_present_flag
+        _scaling_list_data(bits)
+    bits.u(1)  # lists_modification_present_flag
+    bits.ue("log2_parallel_merge_level_minus2", 4)
+    bits.u(1)  # slice_segment_header_extension_present_flag
+    if bits.u(1):  # pps_extension_present_flag
+        range_ext, multilayer, ext_3d, scc = (bits.u(1) for _ in range(4))
+        extension_4bits = bits.u(4)
+        if multilayer or ext_3d or scc:
+            raise CorruptStreamError("picture parameter set with multi-layer, 3D or screen-content extensions")
+        if range_ext:
+            if transform_skip:
+                bits.ue("log2_max_transform_skip_block_size_minus2", 3)
+            bits.u(1)  # cross_component_prediction_enabled_flag
+            if bits.u(1):  # chroma_qp_offset_list_enabled_flag
+                bits.ue("diff_cu_chroma_qp_offset_depth", 3)
+                for _ in range(bits.ue("chroma_qp_offset_list_len_minus1", 5) + 1):
+                    bits.se("cb_qp_offset_list", -12, 12)
+                    bits.se("cr_qp_offset_list", -12, 12)
+            bits.ue("log2_sao_offset_scale_luma", 0)  # 8-bit: 0
+            bits.ue("log2_sao_offset_scale_chroma", 0)
+        if extension_4bits:  # pps_extension_data_flag until the trailing bits: nothing to check
+            return pps, sps
+    bits.trailing()
+    return pps, sps
+
+
+def _scaling_list_data(bits: "_Bits") -> None:
+    for size_id in range(4):
+        for matrix_id in range(0, 6, 3 if size_id == 3 else 1):
+            if not bits.u(1):  # scaling_list_pred_mode_flag
+                bits.ue("scaling_list_pred_matrix_id_delta", matrix_id // 3 if size_id == 3 else matrix_id)
+                continue
+            next_coef = 8
+            if size_id > 1:
+                next_coef = bits.se("scaling_list_dc_coef_minus8", -7, 247) + 8
+            for _ in range(min(64, 1 << (4 + (size_id << 1)))):
+                next_coef = (next_coef + bits.se("scaling_list_delta_coef", -128, 127) + 256) % 256
+                if next_coef == 0:
+                    raise CorruptStreamError("picture parameter set has a scaling list entry of 0")
 
 
 def slice_pps_id(nal: bytes) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_write
+from .atomic import atomic_write_with
 from .container import MAGIC as WCODEC_MAGIC
 from .errors import ModelLoadError, UntrustedPickleError
 
@@ -73,7 +73,7 @@ def load_model(path: str | Path, *, trust_pickle: bool = False) -> LoadedModel:
     """Read a ``torch.save`` file holding a state_dict or a pickled ``nn.Module``."""
     path = check_model_path(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _torch_load(path)
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" not in str(exc):
             raise ModelLoadError(f"{path} is not a PyTorch model file ({_first_line(exc)})") from exc
@@ -83,6 +83,18 @@ def load_model(path: str | Path, *, trust_pickle: bool = False) -> LoadedModel:
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
         raise ModelLoadError(f"{path} is not a PyTorch model file ({_first_line(exc)})") from exc
     return from_object(obj, source=str(path))
+
+
+def _torch_load(path: Path) -> object:
+    """``torch.load`` (weights only), memory-mapped when the file is a zip archive (torch >= 1.6's
+    format): tensors are then read from the page cache as they are used, not copied up front."""
+    if _starts_with(path, b"PK\x03\x04"):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _starts_with(path: Path, magic: bytes) -> bool:
@@ -152,6 +164,5 @@ def rebuild_module(skeleton: bytes, state_dict: Mapping[str, torch.Tensor], *, t
 
 def save_torch(obj: object, path: str | Path, *, overwrite: bool = True) -> int:
     """``torch.save`` of ``obj`` to ``path``, all or nothing (:func:`weightcodec.atomic.atomic_write`)."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return atomic_write(path, [buffer.getbuffer()], overwrite=overwrite)
+    # torch.save streams each tensor's storage to the (temporary) file: no in-memory copy of the output
+    return atomic_write_with(path, lambda handle: torch.save(obj, handle), overwrite=overwrite)

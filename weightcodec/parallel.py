@@ -18,6 +18,7 @@ results are yielded, so nothing half-made is written.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import signal
@@ -54,6 +55,9 @@ def check_workers(workers: int | None) -> int:
 def _init_worker(parent: int, context: Any) -> None:
     global _CONTEXT
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the pool
+    # the parent ends workers with SIGTERM: die quietly, whatever handler the parent had installed
+    # (the CLI turns SIGTERM into KeyboardInterrupt, which would print a traceback per worker)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent(parent)
     if context is not None:
         _CONTEXT = context
@@ -97,10 +101,13 @@ def ordered_map(
     mp_context = multiprocessing.get_context("fork" if "fork" in methods else None)
     inherit = mp_context.get_start_method() == "fork"
     previous, _CONTEXT = _CONTEXT, context
+    if inherit:
+        gc.freeze()  # the parent's objects out of the collector's reach: workers' GC passes do not copy their pages
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp_context, initializer=_init_worker,
                                initargs=(os.getpid(), None if inherit else context))
     pending: deque = deque()
     window = window or 2 * workers
+    stopped = False
     try:
         iterator = iter(jobs)
         for job in iterator:
@@ -110,11 +117,16 @@ def ordered_map(
         while pending:
             yield _result(*pending.popleft(), describe)
     except BaseException:
+        stopped = True
         _stop(pool)
         raise
     finally:
         _CONTEXT = previous
-        pool.shutdown(wait=True, cancel_futures=True)
+        # after _stop the workers are gone (reaped there): waiting for the executor's threads could
+        # hang on a pipe a killed worker left half-read, so only a normal end waits
+        pool.shutdown(wait=not stopped, cancel_futures=True)
+        if inherit:
+            gc.unfreeze()
 
 
 def _result(job: Any, future, describe: Callable[[Any], str]) -> Any:
@@ -132,6 +144,50 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     for process in processes:
         if process.is_alive():
             process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+        if process.is_alive():  # pragma: no cover - a worker that ignores SIGTERM
+            process.kill()
+            process.join(timeout=5)
 
 
-__all__ = ["check_workers", "default_workers", "ordered_map"]
+def ordered_thread_map(
+    fn: Callable[[J], R],
+    jobs: Iterable[J],
+    *,
+    workers: int = 1,
+    window: int | None = None,
+) -> Iterator[R]:
+    """``fn(job)`` for every job in a pool of ``workers`` threads, yielded in job order.
+
+    For work that releases the GIL (the HEVC decoders, zstd, numpy): decoding in threads shares
+    the file's memory map and hands big arrays back without copying them between processes. At
+    most ``window`` (default ``2 * workers``) jobs are submitted and not yet consumed. An
+    exception from ``fn`` is re-raised unchanged; on it, on Ctrl-C, or when the consumer stops
+    early, jobs not yet started are cancelled and running ones are waited for (nothing keeps
+    running after this returns).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = check_workers(workers)
+    if workers == 1:
+        for job in jobs:
+            yield fn(job)
+        return
+    window = window or 2 * workers
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="weightcodec")
+    pending: deque = deque()
+    try:
+        for job in jobs:
+            pending.append(pool.submit(fn, job))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+__all__ = ["check_workers", "default_workers", "ordered_map", "ordered_thread_map"]

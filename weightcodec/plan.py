@@ -105,8 +105,8 @@ def plan_tensor(name: str, tensor: torch.Tensor, config: EncodeConfig) -> Tensor
         return TensorPlan(name, "raw", dtype.name, shape)
     requested = config.granularity_for(name)
     threshold = config.quant.matrix_guard_db if tensor.ndim == 2 else config.quant.guard_db
-    weights = tensor.detach().to("cpu", torch.float32).numpy()
-    granularity, figure = choose_granularity(weights, requested, threshold_db=threshold)
+    # the tensor itself: the guard reads it in row chunks (no float32 copy of the whole tensor)
+    granularity, figure = choose_granularity(tensor.detach(), requested, threshold_db=threshold)
     return TensorPlan(
         name, kind, dtype.name, shape, granularity=granularity,
         guard_db=figure if math.isfinite(figure) else None, guard_threshold_db=threshold,

@@ -15,6 +15,8 @@ Lite's weights are) is restored exactly.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,17 +52,63 @@ def _broadcast_shape(ndim: int, axis: int, n: int) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def compute_scales(weights: np.ndarray, granularity: str, *, axis: int = 0) -> np.ndarray:
-    w = np.asarray(weights, dtype=np.float32)
-    if granularity == "per-tensor":
-        peak = np.array([np.max(np.abs(w))] if w.size else [0.0], dtype=np.float32)
-    elif granularity == "per-channel":
-        if w.ndim < 2:
-            raise ConfigError(f"per-channel quantization needs a tensor with >= 2 dims, got shape {w.shape}")
+#: Elements per chunk of the chunked passes: their float32/float64 temporaries stay at a few MB
+#: whatever the tensor's size (no full float32 copy of an fp16 or bf16 tensor).
+CHUNK_ELEMENTS = 1 << 20
+
+#: ``rows(i, j)``: rows i..j of the tensor viewed as a matrix (shape[0], -1), as float32.
+RowReader = Callable[[int, int], np.ndarray]
+
+
+def _matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    if not shape:
+        return 1, 1
+    return shape[0], (math.prod(shape[1:]) if len(shape) > 1 else 1)
+
+
+def row_reader(weights) -> RowReader:
+    """A :data:`RowReader` over a numpy array or a torch tensor (any floating dtype, bf16 included)."""
+    if isinstance(weights, np.ndarray):
+        rows, _ = _matrix_shape(weights.shape)
+        matrix = weights.reshape(rows, -1)
+        return lambda i, j: np.asarray(matrix[i:j], dtype=np.float32)
+    import torch
+
+    if isinstance(weights, torch.Tensor):
+        rows, _ = _matrix_shape(tuple(weights.shape))
+        matrix = weights.detach().reshape(rows, -1)
+        return lambda i, j: matrix[i:j].to("cpu", torch.float32).numpy()
+    return row_reader(np.asarray(weights, dtype=np.float32))
+
+
+def row_chunks(shape: tuple[int, ...], chunk_elements: int = CHUNK_ELEMENTS):
+    """``(i, j)`` row ranges of the tensor viewed as (shape[0], -1), about ``chunk_elements`` each."""
+    rows, cols = _matrix_shape(shape)
+    step = max(1, chunk_elements // max(cols, 1))
+    return [(i, min(i + step, rows)) for i in range(0, rows, step)]
+
+
+def compute_scales(weights, granularity: str, *, axis: int = 0, rows: RowReader | None = None,
+                   shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """The float32 scale(s) of ``weights`` (one pass over row chunks when ``axis`` is 0)."""
+    shape = tuple(shape if shape is not None else np.shape(weights))
+    if granularity not in ("per-tensor", "per-channel"):
+        raise ConfigError(f"granularity must be 'per-tensor' or 'per-channel', got {granularity!r}")
+    if granularity == "per-channel" and len(shape) < 2:
+        raise ConfigError(f"per-channel quantization needs a tensor with >= 2 dims, got shape {shape}")
+    if axis != 0 and granularity == "per-channel":
+        w = np.asarray(weights, dtype=np.float32)
         moved = np.moveaxis(np.abs(w), axis, 0).reshape(w.shape[axis], -1)
         peak = moved.max(axis=1).astype(np.float32)
     else:
-        raise ConfigError(f"granularity must be 'per-tensor' or 'per-channel', got {granularity!r}")
+        rows = rows or row_reader(weights)
+        size = math.prod(shape)
+        peaks = [np.abs(rows(i, j)).max(axis=1 if granularity == "per-channel" else None)
+                 for i, j in row_chunks(shape)] if size else []
+        if granularity == "per-channel":
+            peak = np.concatenate(peaks).astype(np.float32) if peaks else np.zeros(shape[0], np.float32)
+        else:
+            peak = np.array([np.max(peaks)] if peaks else [0.0], dtype=np.float32)
     if not np.all(np.isfinite(peak)):
         raise ConfigError("cannot quantize a tensor that contains NaN or infinity")
     scales = (peak / np.float32(QMAX)).astype(np.float32)
@@ -68,13 +116,30 @@ def compute_scales(weights: np.ndarray, granularity: str, *, axis: int = 0) -> n
     return scales
 
 
-def quantize(weights: np.ndarray, granularity: str = "per-tensor", *, axis: int = 0) -> QuantizedTensor:
-    """Quantize ``weights`` to symmetric int8."""
-    w = np.asarray(weights, dtype=np.float32)
-    scales = compute_scales(w, granularity, axis=axis)
-    s = scales.reshape(_broadcast_shape(w.ndim, axis, scales.size)) if granularity == "per-channel" else scales[0]
-    q = np.clip(np.rint(w / s), -QMAX, QMAX).astype(np.int8)
-    return QuantizedTensor(values=q, scales=scales, granularity=granularity, axis=axis)
+def quantize(weights, granularity: str = "per-tensor", *, axis: int = 0, rows: RowReader | None = None,
+             shape: tuple[int, ...] | None = None) -> QuantizedTensor:
+    """Quantize ``weights`` (numpy array or torch tensor, any floating dtype) to symmetric int8.
+
+    Works in row chunks (a pass for the scales, then the int8 values chunk by chunk): the result is
+    the same bit for bit as quantizing the whole float32 tensor at once, without its float32 copy.
+    ``rows``/``shape`` give the rows of a tensor numpy cannot hold (bf16 bits; see
+    :func:`weightcodec.storage.base.quantize_planned`).
+    """
+    shape = tuple(shape if shape is not None else np.shape(weights))
+    if axis != 0:
+        w = np.asarray(weights, dtype=np.float32)
+        scales = compute_scales(w, granularity, axis=axis)
+        s = scales.reshape(_broadcast_shape(w.ndim, axis, scales.size)) if granularity == "per-channel" else scales[0]
+        q = np.clip(np.rint(w / s), -QMAX, QMAX).astype(np.int8)
+        return QuantizedTensor(values=q, scales=scales, granularity=granularity, axis=axis)
+    rows = rows or row_reader(weights)
+    scales = compute_scales(weights, granularity, rows=rows, shape=shape)
+    n_rows, cols = _matrix_shape(shape)
+    out = np.empty((n_rows, cols), dtype=np.int8)
+    for i, j in row_chunks(shape):
+        s = scales[i:j, None] if granularity == "per-channel" else scales[0]
+        out[i:j] = np.clip(np.rint(rows(i, j) / s), -QMAX, QMAX)
+    return QuantizedTensor(values=out.reshape(shape), scales=scales, granularity=granularity, axis=axis)
 
 
 def dequantize(values: np.ndarray, scales: np.ndarray, *, axis: int = 0) -> np.ndarray:
@@ -83,6 +148,31 @@ def dequantize(values: np.ndarray, scales: np.ndarray, *, axis: int = 0) -> np.n
     s = np.asarray(scales, dtype=np.float32)
     v *= s.reshape(()) if s.size == 1 else s.reshape(_broadcast_shape(v.ndim, axis, s.size))
     return v
+
+
+def dequantize_to(values: np.ndarray, scales: np.ndarray, dtype, *, axis: int = 0):
+    """``values * scale`` as a torch tensor of ``dtype``, computed in float32 row chunks.
+
+    Bit-identical to ``torch.from_numpy(dequantize(values, scales, axis=axis)).to(dtype)``, without
+    the full float32 copy (for an fp16 tensor that copy is twice the output).
+    """
+    import torch
+
+    values = np.asarray(values)
+    s = np.asarray(scales, dtype=np.float32)
+    out = torch.empty(values.shape, dtype=dtype)
+    if values.size == 0:
+        return out
+    moved = np.moveaxis(values, axis, 0) if values.ndim else values.reshape(1)
+    target = torch.movedim(out, axis, 0) if values.ndim else out.reshape(1)
+    per_channel = s.size > 1
+    step = max(1, CHUNK_ELEMENTS // max(1, values.size // moved.shape[0]))
+    for i in range(0, moved.shape[0], step):
+        chunk = moved[i:i + step].astype(np.float32)
+        chunk *= s[i:i + step].reshape(_broadcast_shape(chunk.ndim, 0, chunk.shape[0])) if per_channel \
+            else s.reshape(())
+        target[i:i + step] = torch.from_numpy(chunk)
+    return out
 
 
 def sqnr_db(reference: np.ndarray, approximation: np.ndarray) -> float:
@@ -103,21 +193,31 @@ def per_tensor_sqnr_db(weights: np.ndarray) -> float:
     return sqnr_db(w, quantize(w, "per-tensor").dequantize())
 
 
-def guard_figure_db(weights: np.ndarray) -> float:
+def guard_figure_db(weights, *, rows: RowReader | None = None, shape: tuple[int, ...] | None = None) -> float:
     """The guard's figure: the SQNR (dB) of the *median output channel* under per-tensor int8.
 
     One scale for the whole tensor is set by its largest channel; a channel whose range is 30x
     smaller gets only a few of the 255 levels. The whole-tensor SQNR hides this (large channels
     dominate its energy), the median channel's SQNR does not. All-zero channels are ignored; a
     tensor with fewer than two dimensions gets its whole-tensor SQNR. ``inf`` when exact.
+
+    ``weights`` is a numpy array or a torch tensor of any floating dtype; it is read in row chunks
+    (float64 temporaries of a chunk, never of the whole tensor).
     """
-    w = np.asarray(weights, dtype=np.float32)
-    if w.ndim < 2:
-        return per_tensor_sqnr_db(w)
-    approx = quantize(w, "per-tensor").dequantize()
-    rows = w.reshape(w.shape[0], -1).astype(np.float64)
-    signal = np.sum(rows**2, axis=1)
-    noise = np.sum((rows - approx.reshape(rows.shape)) ** 2, axis=1)
+    shape = tuple(shape if shape is not None else np.shape(weights))
+    rows = rows or row_reader(weights)
+    if len(shape) < 2:
+        return per_tensor_sqnr_db(rows(0, _matrix_shape(shape)[0]).reshape(shape))
+    scale = compute_scales(weights, "per-tensor", rows=rows, shape=shape)
+    signal, noise = [], []
+    for i, j in row_chunks(shape):
+        w = rows(i, j)
+        approx = np.clip(np.rint(w / scale[0]), -QMAX, QMAX).astype(np.int8).astype(np.float32)
+        approx *= scale.reshape(())
+        exact = w.astype(np.float64)
+        signal.append(np.sum(exact**2, axis=1))
+        noise.append(np.sum((exact - approx) ** 2, axis=1))
+    signal, noise = np.concatenate(signal), np.concatenate(noise)
     live = signal > 0
     if not np.any(live):
         return float("inf")

@@ -66,7 +66,8 @@ def matrix_to_frames(matrix: np.ndarray, layout: TileLayout) -> np.ndarray:
     if matrix.shape != (layout.rows, layout.cols) or matrix.dtype != np.int8:
         raise ValueError(f"expected int8 matrix of shape {(layout.rows, layout.cols)}, got {matrix.dtype} {matrix.shape}")
     full_h, full_w = layout.grid_rows * layout.tile_height, layout.grid_cols * layout.tile_width
-    shifted = (matrix.astype(np.int16) + VALUE_OFFSET).astype(np.uint8)
+    # value + 128 in uint8 is the int8 bit pattern with its top bit flipped (no int16 copy)
+    shifted = matrix.view(np.uint8) ^ np.uint8(VALUE_OFFSET)
     padded = np.pad(shifted, ((0, full_h - layout.rows), (0, full_w - layout.cols)), mode="edge")
     tiles = padded.reshape(layout.grid_rows, layout.tile_height, layout.grid_cols, layout.tile_width)
     return np.ascontiguousarray(tiles.transpose(0, 2, 1, 3).reshape(-1, layout.tile_height, layout.tile_width))

@@ -254,7 +254,10 @@ def measure_options(
                 second.extend(hevc_plans(plan, config, space))
         total = sum(p.numel for p in first) + sum(p.numel for p in second)
         if second:
-            options += run(second, EncodeContext(backend=get_backend(config.backend), zstd_level=zstd))
+            # verify: each stream records the CRC-32 of its own decode (as a plain encode does)
+            threads = max(1, default_workers() // workers) if workers > 1 else None
+            options += run(second, EncodeContext(backend=get_backend(config.backend), zstd_level=zstd, verify=True,
+                                                 threads=threads))
     if not space.int8:
         options = [o for o in options if o.plan.storage != "int8"]
     for option in options:

@@ -67,6 +67,10 @@ class FrameCodec(ABC):
     contents are unspecified if decoding fails). Implementations must write and read the luma
     plane directly: no colour-range or format conversion may touch the values.
 
+    ``threads`` caps x265's thread pool (``pools``; None: x265's default, all cores). It never
+    changes a byte of the stream (measured by ``tools/measure_speed.py`` for every preset tried)
+    and is not part of ``settings``, so the header records the same settings whatever it is.
+
     ``decode`` raises :class:`CorruptStreamError` (one line saying what differed) whenever the
     stream is not exactly what ``expected`` promises: another number, size, chroma format or bit
     depth of pictures, undecodable data, no SPS. It checks the stream with :func:`check_stream`
@@ -78,7 +82,7 @@ class FrameCodec(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def encode(self, frames: np.ndarray, settings: HevcSettings) -> bytes: ...
+    def encode(self, frames: np.ndarray, settings: HevcSettings, *, threads: int | None = None) -> bytes: ...
 
     @abstractmethod
     def decode(self, stream: bytes, expected: PictureSpec, *, out: np.ndarray | None = None) -> np.ndarray: ...
@@ -116,6 +120,26 @@ def yuv420_from_luma(frame: np.ndarray) -> np.ndarray:
     out = np.full((height * 3 // 2, width), 128, dtype=np.uint8)
     out[:height] = frame
     return out
+
+
+#: x265 parameters that save time or memory and never change a byte of the stream, so they are
+#: passed at run time and not recorded in the header's settings. ``rc-lookahead=0``: with intra
+#: pictures at a constant QP (no cutree, no adaptive quantization) the lookahead decides nothing,
+#: but by default x265 holds up to 20 (medium) or 40 (veryslow) pictures in it: 421 MB more peak
+#: memory for a 15-tile 32000x2048 matrix, 217 MB with it (measured; tests/test_threads.py checks
+#: that the streams are identical).
+RUNTIME_X265_PARAMS = (("rc-lookahead", "0"),)
+
+
+def x265_params_for_run(settings: HevcSettings, threads: int | None) -> str:
+    """The ``x265-params`` string to pass: the run-time parameters (and the thread-pool size if
+    capped) first, then the settings' own, which win where they set the same key."""
+    params = [f"{k}={v}" for k, v in RUNTIME_X265_PARAMS]
+    if threads is not None:
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise ConfigError(f"threads must be a positive integer, got {threads!r}")
+        params.append(f"pools={threads}")
+    return ":".join([*params, settings.x265_params()])
 
 
 def check_frames(frames: np.ndarray) -> None:

@@ -22,7 +22,7 @@ from ..config import HevcSettings
 from ..errors import BackendError, BackendUnavailableError, CorruptStreamError
 from .base import (
     DECODER_OPTIONS, FrameCodec, PictureSpec, check_frames, check_stream, output_buffer, register, require_module,
-    yuv420_from_luma,
+    x265_params_for_run, yuv420_from_luma,
 )
 
 
@@ -67,7 +67,7 @@ class FFmpegCLICodec(FrameCodec):
             raise BackendUnavailableError(f"cannot run {self.executable}: {exc}") from exc
         return out
 
-    def encode(self, frames: np.ndarray, settings: HevcSettings) -> bytes:
+    def encode(self, frames: np.ndarray, settings: HevcSettings, *, threads: int | None = None) -> bytes:
         import ffmpeg
 
         check_frames(frames)
@@ -79,7 +79,7 @@ class FFmpegCLICodec(FrameCodec):
         spec = ffmpeg.input("pipe:", format="rawvideo", pix_fmt=settings.chroma, s=f"{width}x{height}", framerate=25)
         spec = spec.output("pipe:", format="hevc", vcodec="libx265", preset=settings.preset,
                            force_key_frames="expr:1",
-                           **{"x265-params": settings.x265_params(), "forced-idr": 1})
+                           **{"x265-params": x265_params_for_run(settings, threads), "forced-idr": 1})
         return self._run(spec, raw, f"encode a {width}x{height} frame with libx265")
 
     def decode(self, stream: bytes, expected: PictureSpec, *, out: np.ndarray | None = None) -> np.ndarray:

@@ -15,7 +15,7 @@ from ..config import HevcSettings
 from ..errors import BackendError, BackendUnavailableError, CorruptStreamError
 from .base import (
     DECODER_OPTIONS, FrameCodec, PictureSpec, check_frames, check_stream, output_buffer, register, require_module,
-    yuv420_from_luma,
+    x265_params_for_run, yuv420_from_luma,
 )
 
 
@@ -32,7 +32,7 @@ class PyAVCodec(FrameCodec):
                 "them (the default), or use --backend ffmpeg"
             )
 
-    def encode(self, frames: np.ndarray, settings: HevcSettings) -> bytes:
+    def encode(self, frames: np.ndarray, settings: HevcSettings, *, threads: int | None = None) -> bytes:
         import av
 
         check_frames(frames)
@@ -42,7 +42,8 @@ class PyAVCodec(FrameCodec):
             ctx.width, ctx.height = width, height
             ctx.pix_fmt = settings.chroma
             ctx.time_base = Fraction(1, 25)
-            ctx.options = {"preset": settings.preset, "x265-params": settings.x265_params(), "forced-idr": "1"}
+            ctx.options = {"preset": settings.preset, "x265-params": x265_params_for_run(settings, threads),
+                           "forced-idr": "1"}
             out = bytearray()
             for index, luma in enumerate(frames):
                 if settings.chroma == "yuv420p":

@@ -29,6 +29,7 @@ class EncodeContext:
     backend: FrameCodec | None  # None when nothing is HEVC-coded
     zstd_level: int | None  # None: never compress
     verify: bool = False
+    threads: int | None = None  # x265 thread-pool size per encode (None: x265's default, all cores)
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,14 @@ def to_float32(array: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def quantize_planned(array: np.ndarray, plan: TensorPlan) -> QuantizedTensor:
-    """The tensor's int8 values and scales at the plan's granularity (and scheme)."""
+    """The tensor's int8 values and scales at the plan's granularity and scheme (symmetric: in row
+    chunks, no float32 copy of the whole tensor; affine: on the float32 tensor)."""
     if plan.scheme != "symmetric-int8":
         return quantize_scheme(to_float32(array, plan.dtype), plan.granularity, plan.scheme)
-    return quantize(to_float32(array, plan.dtype), plan.granularity)
+    shape = tuple(array.shape)
+    matrix = array.reshape(shape[0] if shape else 1, -1)
+    return quantize(array, plan.granularity, shape=shape,
+                    rows=lambda i, j: to_float32(matrix[i:j], plan.dtype))
 
 
 def scales_bytes(q: QuantizedTensor) -> bytes:

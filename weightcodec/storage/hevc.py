@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -31,12 +33,18 @@ def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
 
 def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTensor:
     started = time.perf_counter()
-    settings = plan.hevc
-    q = quantize_planned(array, plan)
     rows, cols = plan.layout.matrix_shape(plan.shape)
+    settings = plan.hevc.for_matrix(rows * cols)
+    q = quantize_planned(array, plan)
     layout = plan_tiles(rows, cols, max_height=settings.max_tile_height, max_width=settings.max_tile_width)
     matrix = plan.layout.to_matrix(q.values)
-    stream = ctx.backend.encode(matrix_to_frames(matrix, layout), settings)
+    frames = matrix_to_frames(matrix, layout)
+    scales, zero_points, axis = scales_bytes(q), zero_points_bytes(q), q.axis
+    if not ctx.verify:  # the int8 copy is not needed while x265 codes the frames
+        del q, matrix
+    # threads only when capped, so that a FrameCodec without the keyword still works in one process
+    stream = ctx.backend.encode(frames, settings) if ctx.threads is None else \
+        ctx.backend.encode(frames, settings, threads=ctx.threads)
     info = HevcInfo(
         layout=layout, chroma=settings.chroma, matrix_layout=plan.layout, qp=None if settings.lossless else settings.qp,
         lossless=settings.lossless, preset=settings.preset, x265_params=settings.x265_params(),
@@ -44,21 +52,32 @@ def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTens
     )
     rmse = max_err = None
     if ctx.verify:
-        error = tensor_error(decode_matrix(ctx.backend, stream, info, plan.name), matrix)
+        decoded = decode_matrix(ctx.backend, stream, info, plan.name)
+        error = tensor_error(decoded, matrix)
         rmse, max_err = error.rmse, int(error.max_abs)
-    return CodedTensor(plan, stream, scales=scales_bytes(q), zero_points=zero_points_bytes(q), axis=q.axis, hevc=info,
-                       int8_rmse=rmse,
+        info = replace(info, decoded_crc32=zlib.crc32(decoded))
+    del frames
+    return CodedTensor(plan, stream, scales=scales, zero_points=zero_points, axis=axis, hevc=info, int8_rmse=rmse,
                        int8_max_error=max_err, seconds=time.perf_counter() - started)
 
 
 def decode_matrix(backend: FrameCodec, stream: bytes, info: HevcInfo, name: str) -> np.ndarray:
-    """The int8 matrix of one stream; the backend checks the stream against what the header promises."""
+    """The int8 matrix of one stream, checked against what the header promises: the backend checks
+    the pictures, then the values must have the CRC-32 the encoder's own decode gave (when recorded).
+
+    HEVC decoding is bit-exact by the standard, so a mismatch means a damaged stream that the
+    decoder concealed (flipped slice data decodes without error) or a non-conforming decoder.
+    """
     layout: TileLayout = info.layout
     try:
         frames = backend.decode(stream, PictureSpec(layout.frames, layout.tile_height, layout.tile_width, info.chroma))
     except CorruptStreamError as exc:
         raise CorruptStreamError(f"tensor {name!r}: {exc}") from None
-    return frames_to_matrix(frames, layout)
+    matrix = frames_to_matrix(frames, layout)
+    if info.decoded_crc32 is not None and zlib.crc32(matrix) != info.decoded_crc32:
+        raise CorruptStreamError(f"tensor {name!r}: the HEVC stream decodes to other values than the encoder's "
+                                 "(decoded CRC-32 mismatch): the stream is damaged or the decoder non-conforming")
+    return matrix
 
 
 def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[torch.Tensor, QuantizedTensor]:

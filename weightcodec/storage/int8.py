@@ -12,7 +12,7 @@ from ..dtypes import DTYPES
 from ..header import TensorInfo
 from ..plan import TensorPlan
 from ..errors import CorruptStreamError
-from ..quant import QMAX, QuantizedTensor, dequantize, dequantize_affine
+from ..quant import QMAX, QuantizedTensor, dequantize_affine, dequantize_to
 from .base import (CodedTensor, DecodeContext, EncodeContext, quantize_planned, read_scales, read_zero_points,
                    scales_bytes, zero_points_bytes)
 
@@ -33,9 +33,8 @@ def restore(entry: TensorInfo, values: np.ndarray, scales: np.ndarray,
     q = QuantizedTensor(values, scales, entry.quant.granularity, entry.quant.axis, zero_points)
     if zero_points is not None:
         weights = dequantize_affine(values, q.scales, zero_points, axis=q.axis)
-    else:
-        weights = dequantize(values, q.scales, axis=q.axis)
-    return torch.from_numpy(weights).to(DTYPES[entry.dtype].torch), q
+        return torch.from_numpy(weights).to(DTYPES[entry.dtype].torch), q
+    return dequantize_to(values, q.scales, DTYPES[entry.dtype].torch, axis=q.axis), q
 
 
 def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[torch.Tensor, QuantizedTensor]:

@@ -1,0 +1,322 @@
+"""An independent ``.wcodec`` reader written only from docs/FORMAT.md.
+
+It does not import weightcodec (only struct, json, zlib, zstandard, numpy and a second HEVC
+decoder run as a program), so that a test can check that the spec says everything a reader needs
+and that the reference implementation does what the spec says. HEVC streams are decoded by
+``libde265-dec265`` (Debian package ``libde265-examples``: a decoder independent of FFmpeg) or, when
+it is absent, by an ``ffmpeg`` executable (``$WEIGHTCODEC_FFMPEG``, PATH, or imageio-ffmpeg's).
+
+Where the spec was silent and this reader had to choose, the choice is marked ``GUESS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MAGIC = b"\x89WCODEC\n"
+PREFIX_V1 = struct.Struct("<8sHHIIQ")  # section 8
+PREFIX_V2 = struct.Struct("<8sHHIIIB3sQ")  # section 1
+HEADER_CAP = 64 * 1024 * 1024  # section 2 step 4: the reference cap
+
+#: section 3.1's dtype names -> numpy dtype of the restored values. bfloat16 has no numpy dtype:
+#: it is returned as its uint16 bit patterns (section 5.1: "the upper 16 bits of the float32").
+NUMPY_DTYPES = {
+    "float64": np.dtype("<f8"), "float32": np.dtype("<f4"), "float16": np.dtype("<f2"),
+    "bfloat16": np.dtype("<u2"), "int64": np.dtype("<i8"), "int32": np.dtype("<i4"),
+    "int16": np.dtype("<i2"), "int8": np.dtype("i1"), "uint8": np.dtype("u1"), "bool": np.dtype("?"),
+}
+
+
+class SpecError(Exception):
+    """The file breaks one of the reader obligations of section 2 (``kind`` names which)."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+
+@dataclass
+class Restored:
+    name: str
+    dtype: str
+    array: np.ndarray  # bfloat16: uint16 bit patterns
+    int8: np.ndarray | None = None  # quantized tensors: the int8 values
+    scales: np.ndarray | None = None
+
+
+# --- sections 1, 2 and 8 ---------------------------------------------------------------------
+def read_layout(data: bytes) -> tuple[dict, memoryview, int, int]:
+    """The header document and the payload, after the checks of section 2 (steps 1-7)."""
+    if len(data) < 8 or data[:8] != MAGIC:
+        raise SpecError("not a wcodec file", "magic")
+    if len(data) < 12:
+        raise SpecError("truncated", "prefix")
+    major, minor = struct.unpack_from("<HH", data, 8)
+    if major == 1:
+        if len(data) < PREFIX_V1.size:
+            raise SpecError("truncated", "prefix")
+        _, _, _, length, crc, payload_length = PREFIX_V1.unpack_from(data)
+        stored_length, compression, start = length, 0, PREFIX_V1.size
+    elif major == 2:
+        if len(data) < PREFIX_V2.size:
+            raise SpecError("truncated", "prefix")
+        _, _, _, stored_length, length, crc, compression, reserved, payload_length = PREFIX_V2.unpack_from(data)
+        if compression not in (0, 1) or reserved != b"\0\0\0" or (compression == 0 and stored_length != length):
+            raise SpecError("malformed header", "prefix fields")
+        start = PREFIX_V2.size
+    else:
+        raise SpecError("unsupported version", f"{major}.{minor}")
+    if length > HEADER_CAP or stored_length > HEADER_CAP:
+        raise SpecError("header too large", str(length))
+    end = start + stored_length
+    if len(data) < end or len(data) < end + payload_length:
+        raise SpecError("truncated", "header or payload")
+    if len(data) > end + payload_length:
+        raise SpecError("malformed", "trailing bytes")
+    stored = data[start:end]
+    if zlib.crc32(stored) != crc:
+        raise SpecError("checksum mismatch", "header")
+    if compression == 1:
+        try:
+            stored = zstd_frame(stored, length)
+        except SpecError as exc:
+            raise SpecError("malformed header", str(exc)) from exc
+    try:
+        doc = json.loads(stored.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise SpecError("malformed header", str(exc)) from exc
+    return doc, memoryview(data)[end:], major, minor
+
+
+def read_segment(payload: memoryview, seg: dict, expected: int | None) -> bytes:
+    offset, length = seg["offset"], seg["length"]
+    if offset < 0 or length < 0 or offset + length > len(payload):
+        raise SpecError("offset out of range", str(seg))
+    raw = bytes(payload[offset:offset + length])
+    if zlib.crc32(raw) != seg["crc32"]:
+        raise SpecError("checksum mismatch", str(seg))
+    compression = seg.get("compression", "none")
+    if compression == "zstd":
+        raw = zstd_frame(raw, expected)
+    elif compression != "none":
+        raise SpecError("unknown codec", compression)
+    if expected is not None and len(raw) != expected:
+        raise SpecError("corrupt stream", f"{len(raw)} bytes, expected {expected}")
+    return raw
+
+
+def zstd_frame(raw: bytes, expected: int | None) -> bytes:
+    """Section 4: exactly one frame, nothing after it, declaring its content size (= ``expected``
+    for a tensor, at most 64 MiB for a skeleton), decompressed into a buffer of that size."""
+    import zstandard
+
+    try:
+        params = zstandard.get_frame_parameters(raw)
+    except zstandard.ZstdError as exc:
+        raise SpecError("corrupt stream", f"not a zstd frame: {exc}") from exc
+    size = params.content_size
+    if size == zstandard.CONTENTSIZE_UNKNOWN or (expected is not None and size != expected) \
+            or (expected is None and size > 64 * 1024 * 1024):
+        raise SpecError("corrupt stream", f"zstd frame declares {size} bytes, expected {expected}")
+    decompressor = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        out = decompressor.decompress(raw)
+    except zstandard.ZstdError as exc:
+        raise SpecError("corrupt stream", str(exc)) from exc
+    if not decompressor.eof or decompressor.unused_data or len(out) != size:
+        raise SpecError("corrupt stream", "not exactly one complete zstd frame of the declared size")
+    return out
+
+
+# --- sections 3 to 5 --------------------------------------------------------------------------
+def read_file(data: bytes, *, decoder: "HevcDecoder | None" = None) -> list[Restored]:
+    """Every tensor of the file, in header order."""
+    doc, payload, _, _ = read_layout(data)
+    out = []
+    for entry in doc["tensors"]:
+        out.append(restore(entry, payload, decoder))
+    return out
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def restore(entry: dict, payload: memoryview, decoder: "HevcDecoder | None") -> Restored:
+    name, dtype, shape, storage = entry["name"], entry["dtype"], list(entry["shape"]), entry["storage"]
+    if dtype not in NUMPY_DTYPES:
+        raise SpecError("unknown codec", dtype)
+    numel = _numel(shape)
+    if storage == "raw":
+        np_dtype = NUMPY_DTYPES[dtype]
+        raw = read_segment(payload, entry["data"], numel * np_dtype.itemsize)
+        if dtype == "bool":
+            values = np.frombuffer(raw, np.uint8)
+            if values.size and values.max() > 1:
+                raise SpecError("corrupt stream", "bool byte other than 0/1")  # section 5.1: 0 or 1
+        return Restored(name, dtype, np.frombuffer(raw, np_dtype).reshape(shape).copy())
+    quant = entry["quant"]
+    if quant["scheme"] != "symmetric-int8":
+        raise SpecError("unknown codec", quant["scheme"])
+    n_scales = 1 if quant["granularity"] == "per-tensor" else shape[quant["axis"]]
+    scales = np.frombuffer(read_segment(payload, quant["scales"], 4 * n_scales), "<f4")
+    if not np.all(np.isfinite(scales) & (scales > 0)):
+        raise SpecError("corrupt stream", "scales must be finite and > 0")  # section 3.2
+    if storage == "int8":
+        values = np.frombuffer(read_segment(payload, entry["data"], numel), np.int8).reshape(shape)
+        if values.size and values.min() == -128:
+            raise SpecError("corrupt stream", "int8 value -128")  # section 5.2
+    elif storage == "hevc":
+        values = hevc_values(entry, payload, shape, decoder)
+    else:
+        raise SpecError("unknown codec", storage)
+    return Restored(name, dtype, dequantize(values, scales, quant, dtype), values, scales.copy())
+
+
+def dequantize(values: np.ndarray, scales: np.ndarray, quant: dict, dtype: str) -> np.ndarray:
+    """Section 5.2: ``w = int8 x scale[c]`` in float32, then cast to the dtype."""
+    if quant["granularity"] == "per-tensor":
+        w = values.astype(np.float32) * scales[0]
+    else:
+        axis = quant["axis"]
+        view = [1] * values.ndim
+        view[axis] = -1
+        w = values.astype(np.float32) * scales.reshape(view)
+    return cast_float32(w.astype(np.float32), dtype)
+
+
+def cast_float32(w: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 -> the tensor's dtype (section 5.2: round to nearest, ties to even; float64 exact).
+
+    bfloat16 is rounded on the bit patterns (NaN cannot occur: scales are finite).
+    GUESS: section 5.2 names only floating-point dtypes and no float32 -> integer or bool rule;
+    we refuse the others (the reference does too since tests/test_fuzz.py's
+    test_quantized_tensor_with_a_non_float_dtype_is_malformed; FORMAT.md should say so).
+    """
+    if dtype == "bfloat16":
+        bits = w.astype("<f4").view("<u4").astype(np.uint64)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        return rounded.astype(np.uint16)
+    if dtype not in ("float64", "float32", "float16"):
+        raise SpecError("malformed header", f"a quantized tensor of dtype {dtype}")
+    return w.astype(NUMPY_DTYPES[dtype])
+
+
+def hevc_values(entry: dict, payload: memoryview, shape: list[int], decoder: "HevcDecoder | None") -> np.ndarray:
+    """Section 5.3: decode all pictures, take their luma planes, place tiles, crop, subtract 128."""
+    h = entry["hevc"]
+    if h["codec"] != "hevc":
+        raise SpecError("unknown codec", h["codec"])
+    if decoder is None:
+        raise SpecError("unavailable", "no second HEVC decoder")
+    rows, cols = h["matrix"]
+    th, tw, gr, gc = h["tile_height"], h["tile_width"], h["grid_rows"], h["grid_cols"]
+    # section 4: HEVC streams are never compressed
+    if entry["data"].get("compression", "none") != "none":
+        raise SpecError("malformed header", "a compressed HEVC stream")
+    stream = read_segment(payload, entry["data"], None)
+    pictures = decoder.luma_planes(stream, width=tw, height=th, chroma=h.get("chroma", "yuv420p"))
+    if pictures.shape != (gr * gc, th, tw):
+        raise SpecError("corrupt stream", f"{pictures.shape} pictures, expected {(gr * gc, th, tw)}")
+    canvas = np.empty((gr * th, gc * tw), np.uint8)
+    for k in range(gr * gc):
+        r, c = divmod(k, gc)
+        canvas[r * th:(r + 1) * th, c * tw:(c + 1) * tw] = pictures[k]
+    if h["value_offset"] != 128:
+        raise SpecError("malformed header", "value_offset must be 128")  # section 5.3
+    # section 5.3: sample 0 gives int8 -128, used as it is
+    values = (canvas[:rows, :cols].astype(np.int16) - 128).astype(np.int8)
+    # section 5.3: the values must have the CRC-32 the encoder's own decode gave, when recorded
+    if "decoded_crc32" in h and zlib.crc32(values.tobytes()) != h["decoded_crc32"]:
+        raise SpecError("corrupt stream", "decoded values differ from the encoder's (decoded_crc32)")
+    return values.reshape(shape)
+
+
+# --- second HEVC decoders ---------------------------------------------------------------------
+class HevcDecoder:
+    name = "?"
+
+    def luma_planes(self, stream: bytes, *, width: int, height: int, chroma: str) -> np.ndarray:
+        raise NotImplementedError
+
+
+def _frames_from_raw(raw: bytes, width: int, height: int, chroma: str) -> np.ndarray:
+    luma = width * height
+    # 4:2:0 chroma planes are ceil(w/2) x ceil(h/2) each
+    frame = luma if chroma == "gray" else luma + 2 * ((width + 1) // 2) * ((height + 1) // 2)
+    if not raw or len(raw) % frame:
+        raise SpecError("corrupt stream", f"{len(raw)} bytes of output, not whole {width}x{height} {chroma} frames")
+    frames = np.frombuffer(raw, np.uint8).reshape(-1, frame)[:, :luma]
+    return frames.reshape(-1, height, width).copy()
+
+
+class Libde265Decoder(HevcDecoder):
+    """``libde265-dec265 -q -o out.yuv in.hevc``: planar 8-bit YUV of the cropped pictures (luma only for 4:0:0)."""
+
+    name = "libde265"
+
+    def __init__(self, executable: str):
+        self.executable = executable
+
+    def luma_planes(self, stream: bytes, *, width: int, height: int, chroma: str) -> np.ndarray:
+        with tempfile.TemporaryDirectory() as tmp:
+            src, dst = Path(tmp, "in.hevc"), Path(tmp, "out.yuv")
+            src.write_bytes(stream)
+            done = subprocess.run([self.executable, "-q", "-t", "0", "-o", str(dst), str(src)],
+                                  capture_output=True, timeout=120)
+            if done.returncode != 0 or not dst.exists():
+                raise SpecError("corrupt stream", f"dec265 failed: {done.stderr[-300:]!r}")
+            return _frames_from_raw(dst.read_bytes(), width, height, chroma)
+
+
+class FFmpegDecoder(HevcDecoder):
+    """``ffmpeg -f hevc -i - -f rawvideo -pix_fmt <native> -``: no conversion, the decoder's own format."""
+
+    name = "ffmpeg-cli"
+
+    def __init__(self, executable: str):
+        self.executable = executable
+
+    def luma_planes(self, stream: bytes, *, width: int, height: int, chroma: str) -> np.ndarray:
+        pix_fmt = "gray" if chroma == "gray" else "yuv420p"
+        done = subprocess.run(
+            [self.executable, "-hide_banner", "-loglevel", "error", "-nostdin", "-f", "hevc", "-i", "pipe:",
+             "-f", "rawvideo", "-pix_fmt", pix_fmt, "pipe:"],
+            input=stream, capture_output=True, timeout=120)
+        if done.returncode != 0:
+            raise SpecError("corrupt stream", f"ffmpeg failed: {done.stderr[-300:]!r}")
+        return _frames_from_raw(done.stdout, width, height, chroma)
+
+
+def find_decoders() -> list[HevcDecoder]:
+    """Second decoders present here, libde265 first."""
+    found: list[HevcDecoder] = []
+    for name in ("libde265-dec265", "dec265"):
+        path = shutil.which(name)
+        if path:
+            found.append(Libde265Decoder(path))
+            break
+    ffmpeg = os.environ.get("WEIGHTCODEC_FFMPEG") or shutil.which("ffmpeg")
+    if not ffmpeg:
+        try:
+            import imageio_ffmpeg
+
+            ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+        except Exception:  # noqa: BLE001 - absent or broken: no ffmpeg decoder
+            ffmpeg = None
+    if ffmpeg:
+        found.append(FFmpegDecoder(ffmpeg))
+    return found
