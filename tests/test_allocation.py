@@ -138,6 +138,16 @@ def test_encode_to_budget_meets_the_measured_drop_and_stores_the_plan(tiny, tmp_
     assert all(e.score is not None for e in answer.evaluations)
 
 
+def test_shorthand_score_keyword(tiny):
+    state, score, fisher = tiny
+    answer = encode_to_budget(state, max_drop=2.0, score=score, sensitivity=fisher, space=FAST)
+    assert answer.met and answer.record.drop <= 2.0 and answer.record.budget == 2.0
+    with pytest.raises(ConfigError, match="give a budget"):
+        encode_to_budget(state, score=score, space=FAST)
+    with pytest.raises(ConfigError, match="not both"):
+        encode_to_budget(state, budget=AccuracyBudget(max_drop=1.0), max_drop=1.0, space=FAST)
+
+
 def test_a_looser_budget_never_costs_more(tiny):
     state, score, fisher = tiny
     analysis = analyze(state, sensitivity=fisher, space=FAST)

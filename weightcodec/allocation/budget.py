@@ -281,7 +281,10 @@ def encode_to_budget(
     source,
     output: str | Path | None = None,
     *,
-    budget: AccuracyBudget | SizeBudget,
+    budget: AccuracyBudget | SizeBudget | None = None,
+    max_drop: float | None = None,
+    target_bytes: int | None = None,
+    score: Score | None = None,
     sensitivity: Sensitivity | None = None,
     config: EncodeConfig | None = None,
     space: SearchSpace | None = None,
@@ -296,6 +299,11 @@ def encode_to_budget(
 ) -> BudgetResult:
     """Encode ``source`` with the fewest bytes that meet ``budget`` (or the least loss that fits it).
 
+    ``budget`` is an :class:`AccuracyBudget` or a :class:`SizeBudget`; or give the shorthand
+    ``max_drop=`` (or ``target_bytes=``) with an optional ``score=`` callable
+    (``score(state_dict) -> float``, higher is better), e.g.
+    ``encode_to_budget(model.state_dict(), "m.wcodec", max_drop=1.0, score=my_score)``.
+
     ``sensitivity`` prices each layer's error (default: :class:`~.sensitivity.DataFreeSensitivity`;
     with a model and calibration inputs use :meth:`~.sensitivity.FisherSensitivity.from_model`).
     ``analysis`` reuses the options measured by :func:`analyze` for another budget. ``output`` is
@@ -307,6 +315,13 @@ def encode_to_budget(
         ConfigError: invalid settings.
     """
     started = time.perf_counter()
+    if budget is None:
+        if (max_drop is None) == (target_bytes is None):
+            raise ConfigError("give a budget: max_drop=POINTS or target_bytes=N (or budget=...)")
+        budget = AccuracyBudget(max_drop=max_drop, score=score) if max_drop is not None else \
+            SizeBudget(target_bytes=target_bytes, score=score)
+    elif max_drop is not None or target_bytes is not None or score is not None:
+        raise ConfigError("give either budget=... or max_drop/target_bytes/score, not both")
     if not isinstance(budget, (AccuracyBudget, SizeBudget)):
         raise ConfigError("budget must be an AccuracyBudget or a SizeBudget")
     if analysis is None:
