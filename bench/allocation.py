@@ -119,6 +119,18 @@ def main(model_name, weights, calib, held, fisher_samples, budgets, data_free, d
 
     ref_c, ref_h = score(state), score(state, held_batches)
     rows: list[dict[str, Any]] = []
+    timings: dict[str, Any] = {"load_before": _load()}
+    fisher = None
+    nncodec_info = None
+    space = SearchSpace(qps=tuple(int(q) for q in search_qps.split(","))) if search_qps else SearchSpace()
+
+    def save(final: bool = False) -> None:  # after every row: a cut-off run keeps what it measured
+        doc = _document(model_name=model_name, ev=ev, calib=calib, held=held, fisher=fisher, ref_c=ref_c,
+                        ref_h=ref_h, rows=rows, timings=timings, nncodec_info=nncodec_info, space=space,
+                        threads=threads, final=final)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out, [json.dumps(doc, indent=1, sort_keys=True, default=_json).encode()])
+        _plot(doc, out.with_suffix(".png"))
 
     def row(kind: str, data: bytes, **extra) -> dict[str, Any]:
         decoded = api.decode(data, as_state_dict=True).state_dict
@@ -127,17 +139,13 @@ def main(model_name, weights, calib, held, fisher_samples, budgets, data_free, d
              "drop_calib": round(ref_c - c, 3), "drop_held": round(ref_h - h, 3), **extra}
         rows.append(r)
         log(f"{kind} {extra}: {len(data):,} B  calib {c:.2f} held {h:.2f}")
+        save()
         return r
 
     float_bytes = sum(t.numel() * t.element_size() for t in state.values())
     rows.append({"kind": "float32", "bytes": float_bytes, "top1_calib": ref_c, "top1_held": ref_h,
                  "drop_calib": 0.0, "drop_held": 0.0})
-    row("int8", api.encode(state, config=build_encode_config(int8_only=True)).data)
-    for qp in [int(q) for q in qps.split(",") if q.strip()]:
-        row("single-qp", api.encode(state, config=build_encode_config(qp=qp)).data, qp=qp)
 
-    space = SearchSpace(qps=tuple(int(q) for q in search_qps.split(","))) if search_qps else SearchSpace()
-    timings: dict[str, Any] = {"load_before": _load()}
     t = time.perf_counter()
     fisher = FisherSensitivity.from_model(model, calib_batches, max_samples=fisher_samples)
     timings["fisher_s"] = round(time.perf_counter() - t, 1)
@@ -173,6 +181,10 @@ def main(model_name, weights, calib, held, fisher_samples, budgets, data_free, d
     timings["allocation_total_s_first_budget"] = round(timings["fisher_s"] + timings["analysis_s"]
                                                        + (searches[0] if searches else 0), 1)
 
+    row("int8", api.encode(state, config=build_encode_config(int8_only=True)).data)
+    for qp in [int(q) for q in qps.split(",") if q.strip()]:
+        row("single-qp", api.encode(state, config=build_encode_config(qp=qp)).data, qp=qp)
+
     if data_free:
         t = time.perf_counter()
         free = analyze(state, sensitivity=DataFreeSensitivity(), space=space, progress=_throttled(log, "data-free"))
@@ -182,7 +194,6 @@ def main(model_name, weights, calib, held, fisher_samples, budgets, data_free, d
             row("allocation-data-free", answer.result.data, max_drop=budget,
                 predicted_loss=answer.record.predicted_loss)
 
-    nncodec_info = None
     for qp in [int(q) for q in nncodec_qps.split(",") if q.strip()]:
         try:
             nncodec_info = _nncodec_row(state, qp, score, held_batches, ref_c, ref_h, rows, log)
@@ -190,9 +201,16 @@ def main(model_name, weights, calib, held, fisher_samples, budgets, data_free, d
             rows.append({"kind": "nncodec", "qp": qp, "error": str(exc).splitlines()[0]})
             log(f"nncodec qp {qp}: {exc}")
 
-    doc = {
-        "schema": SCHEMA, "model": model_name, "weights": str(ev.weights),
-        "calibration": {"images": f"0..{calib - 1}", "samples": calib, "fisher_samples": fisher.samples},
+    save(final=True)
+    log(f"wrote {out}")
+
+
+def _document(*, model_name, ev, calib, held, fisher, ref_c, ref_h, rows, timings, nncodec_info, space, threads,
+              final) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA, "model": model_name, "weights": str(ev.weights), "complete": final,
+        "calibration": {"images": f"0..{calib - 1}", "samples": calib,
+                        "fisher_samples": fisher.samples if fisher is not None else None},
         "held_out": {"images": f"{calib}..{calib + held - 1}", "samples": held,
                      "binomial_se_points": round(binomial_se(ref_h, held), 2)},
         "float": {"top1_calib": ref_c, "top1_held": ref_h},
@@ -202,10 +220,6 @@ def main(model_name, weights, calib, held, fisher_samples, budgets, data_free, d
         "machine": machine_info(), "torch_threads": threads,
         "command": "python -m bench.allocation " + " ".join(sys.argv[1:]),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, [json.dumps(doc, indent=1, sort_keys=True, default=_json).encode()])
-    _plot(doc, out.with_suffix(".png"))
-    log(f"wrote {out}")
 
 
 def _throttled(log, what: str, every: float = 60.0):

@@ -126,6 +126,9 @@ class Analysis:
     front: Frontier
     seconds: float
     candidates: int
+    #: real scores of frontier points already measured, by (score callable, point index):
+    #: several budgets searched on one analysis score each file once
+    scored: dict[tuple[object, int], tuple[int, float, float]] = field(default_factory=dict)
 
     def choose(self, point: Point) -> dict[str, Option]:
         return self.front.options(point)
@@ -235,10 +238,15 @@ class _Scorer:
             return self.done[index]
         started = time.perf_counter()
         point = self.analysis.front.points[index]
-        result = assemble(self.analysis, self.analysis.choose(point))
-        value = float(self.score(decode_state_dict(result.data, self.analysis.config)))
-        evaluation = Evaluation(index, result.report.total_bytes, point.loss, value, self.reference - value,
-                                time.perf_counter() - started)
+        key = (self.score, index)  # the callable itself: holding it keeps its identity unique
+        if key in self.analysis.scored:
+            size, value, seconds = self.analysis.scored[key]
+        else:
+            result = assemble(self.analysis, self.analysis.choose(point))
+            value = float(self.score(decode_state_dict(result.data, self.analysis.config)))
+            size, seconds = result.report.total_bytes, time.perf_counter() - started
+            self.analysis.scored[key] = (size, value, seconds)
+        evaluation = Evaluation(index, size, point.loss, value, self.reference - value, seconds)
         self.done[index] = evaluation
         if self.log:
             self.log(f"point {index}/{len(self.analysis.front.points) - 1}: {evaluation.bytes:,} B, predicted loss "
