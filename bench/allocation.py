@@ -203,6 +203,7 @@ def main(model_name, weights, calib, held, fisher_samples, budgets, data_free, d
 
     save(final=True)
     log(f"wrote {out}")
+    click.echo(markdown(json.loads(out.read_text())))
 
 
 def _document(*, model_name, ev, calib, held, fisher, ref_c, ref_h, rows, timings, nncodec_info, space, threads,
@@ -220,6 +221,22 @@ def _document(*, model_name, ev, calib, held, fisher, ref_c, ref_h, rows, timing
         "machine": machine_info(), "torch_threads": threads,
         "command": "python -m bench.allocation " + " ".join(sys.argv[1:]),
     }
+
+
+def markdown(doc: dict) -> str:
+    """The rows of a result document as a markdown table (docs/RESULTS.md, docs/BENCHMARKS.md)."""
+    float_bytes = next(r["bytes"] for r in doc["rows"] if r["kind"] == "float32")
+    lines = ["| row | setting | file | x float32 | top-1 calib (drop) | top-1 held-out (drop) |",
+             "|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        if "bytes" not in r:
+            lines.append(f"| {r['kind']} | max-drop {r.get('max_drop', r.get('qp'))} | - | - | {r.get('error', '')} | |")
+            continue
+        setting = {"allocation": f"--max-drop {r.get('max_drop')}", "allocation-data-free": f"--max-drop {r.get('max_drop')}, "
+                   "no data", "single-qp": f"--qp {r.get('qp')}", "nncodec": f"qp {r.get('qp')}"}.get(r["kind"], "")
+        lines.append(f"| {r['kind']} | {setting} | {r['bytes']:,} B | {float_bytes / r['bytes']:.1f} | "
+                     f"{r['top1_calib']:.2f} ({r['drop_calib']:+.2f}) | {r['top1_held']:.2f} ({r['drop_held']:+.2f}) |")
+    return "\n".join(lines)
 
 
 def _throttled(log, what: str, every: float = 60.0):
