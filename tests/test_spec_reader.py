@@ -57,6 +57,10 @@ def test_spec_reader_matches_decode_bit_exactly(corpus, decoder):
     # every storage kind, and the dtypes whose conversion rules matter, were compared
     assert {("hevc", "float32"), ("hevc", "float16"), ("hevc", "bfloat16"), ("int8", "float32"),
             ("int8", "bfloat16"), ("raw", "bfloat16"), ("raw", "bool")} <= checked
+    # format 2.1: the mosaic layout, affine-int8 and float16-stored raw tensors were among them
+    planned = {t.name: t for t in api.read_header(corpus.files["planned-2.1"]).tensors}
+    assert planned["conv.weight"].hevc.matrix_layout.kind == "mosaic"
+    assert planned["fc.weight"].quant.scheme == "affine-int8" and planned["bn.var"].stored_dtype == "float16"
 
 
 @pytest.mark.skipif(not DECODERS, reason="no second HEVC decoder")

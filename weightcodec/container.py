@@ -51,7 +51,9 @@ PREFIX_V1 = struct.Struct("<8sHHIIQ")
 PREFIX_V2 = struct.Struct("<8sHHIIIB3sQ")
 PREFIX = PREFIX_V2
 FORMAT_MAJOR = 2
-FORMAT_MINOR = 0
+#: The highest minor version written: 2.1 adds the ``layout``, ``stored_dtype`` and ``plan`` members.
+#: A file is written with the lowest minor version that describes it (:meth:`Header.minor_version`).
+FORMAT_MINOR = 1
 READABLE_MAJORS = (1, 2)
 HEADER_NONE, HEADER_ZSTD = 0, 1
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024 * 1024
@@ -78,11 +80,12 @@ def header_bytes(header: Header) -> bytes:
     return json.dumps(header.to_json(), separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
-def pack_prefix_and_header(raw_header: bytes, payload_length: int, *, compress: bool = True) -> list[bytes]:
+def pack_prefix_and_header(raw_header: bytes, payload_length: int, *, compress: bool = True,
+                           minor: int = 0) -> list[bytes]:
     """The version-2 prefix and stored header for ``raw_header`` (JSON bytes) and a payload length."""
     stored, compression = maybe_compress(raw_header, HEADER_ZSTD_LEVEL if compress else None)
     flag = HEADER_ZSTD if compression == "zstd" else HEADER_NONE
-    prefix = PREFIX_V2.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, len(stored), len(raw_header), zlib.crc32(stored),
+    prefix = PREFIX_V2.pack(MAGIC, FORMAT_MAJOR, minor, len(stored), len(raw_header), zlib.crc32(stored),
                             flag, b"\0\0\0", payload_length)
     return [prefix, stored]
 
@@ -132,7 +135,7 @@ class ContainerWriter:
 
     def finish(self, header: Header) -> tuple[int, int, bytes | None]:
         """Write the file; returns ``(file bytes, stored header bytes, the file's bytes or None)``."""
-        head = pack_prefix_and_header(header_bytes(header), self._length)
+        head = pack_prefix_and_header(header_bytes(header), self._length, minor=header.minor_version())
         total = sum(map(len, head)) + self._length
         if self._spool is None:
             return total, len(head[1]), b"".join([*head, *self._parts])
@@ -163,7 +166,7 @@ class ContainerWriter:
         self.close()
 
 
-def pack_raw(header: dict, payload: bytes, *, major: int = FORMAT_MAJOR, minor: int = FORMAT_MINOR,
+def pack_raw(header: dict, payload: bytes, *, major: int = FORMAT_MAJOR, minor: int = 0,
              compress: bool = False, crc: int | None = None) -> bytes:
     """A file from a header *dict* and payload bytes, for tools and tests that build files by hand
     (the fuzzer, the spec tests): version 1 or 2 layout, the header CRC computed unless given."""

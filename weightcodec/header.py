@@ -15,13 +15,14 @@ from typing import Any
 
 from .dtypes import DTYPES
 from .errors import MalformedHeaderError, OffsetOutOfRangeError, UnknownCodecError
+from .layouts import LAYOUT_KINDS, ROWS, MatrixLayout
 from .tiling import VALUE_OFFSET, TileLayout
 
 STORAGE_KINDS = ("raw", "int8", "hevc")
 #: dtypes an ``int8`` or ``hevc`` tensor may be restored to (the float32 result is rounded to them)
 QUANTIZABLE_DTYPES = ("float64", "float32", "float16", "bfloat16")
 COMPRESSIONS = ("none", "zstd")
-QUANT_SCHEMES = ("symmetric-int8",)
+QUANT_SCHEMES = ("symmetric-int8", "affine-int8")
 #: Granularities a file can hold (``auto`` is an encoder setting, resolved before writing).
 STORED_GRANULARITIES = ("per-tensor", "per-channel")
 MODEL_KINDS = ("state_dict", "module")
@@ -40,6 +41,10 @@ MAX_ZSTD_RATIO = 32768
 #: a flat picture at QP 51 (4094 samples per byte, measured on 4096x2160); 16x that is allowed.
 MAX_HEVC_SAMPLES_PER_BYTE = 65536
 TILE_SIDE_RANGE = (16, 16384)
+#: ``stored_dtype`` conversions a ``raw`` tensor may use (section 5.1): stored -> restored dtypes.
+STORED_DTYPES = {"float16": ("float32", "float64")}
+#: Longest string of the informative ``plan`` record (section 3.4).
+MAX_PLAN_TEXT = 4096
 
 
 def fail(message: str):
@@ -103,13 +108,17 @@ class QuantInfo:
     scales: Segment
     guard_db: float | None  # the guard's figure in dB (None when per-tensor int8 is exact)
     scheme: str = "symmetric-int8"
+    zero_points: Segment | None = None  # affine-int8: one int8 per scale
 
     def n_scales(self, shape: tuple[int, ...]) -> int:
         return 1 if self.granularity == "per-tensor" else shape[self.axis]
 
     def to_json(self) -> dict:
-        return {"scheme": self.scheme, "granularity": self.granularity, "axis": self.axis,
-                "guard_db": self.guard_db, "scales": self.scales.to_json()}
+        out = {"scheme": self.scheme, "granularity": self.granularity, "axis": self.axis,
+               "guard_db": self.guard_db, "scales": self.scales.to_json()}
+        if self.zero_points is not None:
+            out["zero_points"] = self.zero_points.to_json()
+        return out
 
     @classmethod
     def from_json(cls, obj: Any, where: str, shape: tuple[int, ...]) -> "QuantInfo":
@@ -128,10 +137,17 @@ class QuantInfo:
         if guard is not None and not isinstance(guard, (int, float)):
             fail(f"{where}.guard_db must be a number or null")
         scales = Segment.from_json(obj.get("scales"), f"{where}.scales")
-        info = cls(granularity, axis, scales, guard, scheme)
+        zero_points = None
+        if scheme == "affine-int8":
+            zero_points = Segment.from_json(obj.get("zero_points"), f"{where}.zero_points")
+        elif "zero_points" in obj:
+            fail(f"{where}: only the affine-int8 scheme has zero_points")
+        info = cls(granularity, axis, scales, guard, scheme, zero_points)
         n_scales = info.n_scales(shape)
         if scales.compression != "none" or scales.length != 4 * n_scales:
             fail(f"{where}.scales must hold {n_scales} uncompressed float32 values")
+        if zero_points is not None and (zero_points.compression != "none" or zero_points.length != n_scales):
+            fail(f"{where}.zero_points must hold {n_scales} uncompressed int8 values")
         return info
 
 
@@ -142,6 +158,7 @@ class HevcInfo:
     layout: TileLayout
     chroma: str
     value_offset: int = VALUE_OFFSET
+    matrix_layout: MatrixLayout = ROWS  # how the tensor became the matrix (written only if not rows)
     # informative: how the stream was made
     qp: int | None = None
     lossless: bool = False
@@ -158,13 +175,16 @@ class HevcInfo:
         return self.layout.frames
 
     def to_json(self) -> dict:
-        return {
-            "codec": "hevc", "matrix": [self.layout.rows, self.layout.cols], "value_offset": self.value_offset,
-            **self.layout.to_json(), "frames": self.layout.frames, "chroma": self.chroma,
-            "qp": self.qp, "lossless": self.lossless, "preset": self.preset, "x265_params": self.x265_params,
-            "encoder": self.encoder, "stream": self.stream,
+        out = {"codec": "hevc", "matrix": [self.layout.rows, self.layout.cols]}
+        if not self.matrix_layout.is_default:
+            out["layout"] = self.matrix_layout.to_json()
+        out.update({
+            "value_offset": self.value_offset, **self.layout.to_json(), "frames": self.layout.frames,
+            "chroma": self.chroma, "qp": self.qp, "lossless": self.lossless, "preset": self.preset,
+            "x265_params": self.x265_params, "encoder": self.encoder, "stream": self.stream,
             **({"decoded_crc32": self.decoded_crc32} if self.decoded_crc32 is not None else {}),
-        }
+        })
+        return out
 
     @classmethod
     def from_json(cls, obj: Any, where: str, numel: int, shape: tuple[int, ...], stream_bytes: int) -> "HevcInfo":
@@ -175,8 +195,12 @@ class HevcInfo:
         if len(matrix) != 2 or not all(_is_int(v) and 0 < v <= MAX_ELEMENTS for v in matrix):
             fail(f"{where}.matrix must be [rows, cols] of positive integers")
         rows, cols = matrix
-        if rows * cols != numel or (shape and rows != shape[0]):
-            fail(f"{where}.matrix {rows}x{cols} is not the {list(shape)} tensor viewed as [shape[0], rest]")
+        matrix_layout = matrix_layout_from_json(obj.get("layout"), f"{where}.layout", shape)
+        if (rows, cols) != matrix_layout.matrix_shape(shape):
+            if matrix_layout.is_default:
+                fail(f"{where}.matrix {rows}x{cols} is not the {list(shape)} tensor viewed as [shape[0], rest]")
+            fail(f"{where}.matrix {rows}x{cols} is not the {matrix_layout.describe()} layout of the {list(shape)} "
+                 "tensor")
         values = {key: get(obj, key, int, where) for key in ("tile_height", "tile_width", "grid_rows", "grid_cols")}
         low, high = TILE_SIDE_RANGE
         for key, length in (("tile_height", rows), ("tile_width", cols)):
@@ -220,8 +244,29 @@ class HevcInfo:
         decoded_crc32 = obj.get("decoded_crc32")
         if decoded_crc32 is not None and not (_is_int(decoded_crc32) and 0 <= decoded_crc32 < 2**32):
             fail(f"{where}.decoded_crc32 must be an unsigned 32-bit integer")
-        return cls(layout=layout, chroma=chroma, value_offset=VALUE_OFFSET, qp=qp, lossless=lossless,
-                   stream=stream, decoded_crc32=decoded_crc32, **text)
+        return cls(layout=layout, chroma=chroma, value_offset=VALUE_OFFSET, matrix_layout=matrix_layout, qp=qp,
+                   lossless=lossless, stream=stream, decoded_crc32=decoded_crc32, **text)
+
+
+def matrix_layout_from_json(obj: Any, where: str, shape: tuple[int, ...]) -> MatrixLayout:
+    """The ``layout`` member of an ``hevc`` object (section 5.3.1); absent means ``rows``."""
+    if obj is None:
+        return ROWS
+    if not isinstance(obj, dict):
+        fail(f"{where} must be an object")
+    kind = get(obj, "kind", str, where)
+    if kind not in LAYOUT_KINDS:
+        raise UnknownCodecError(f"{where} uses unknown layout {kind!r}")
+    if kind == "rows":
+        return ROWS
+    blocks = get(obj, "blocks_per_row", int, where)
+    if not 1 <= blocks <= MAX_ELEMENTS:
+        fail(f"{where}.blocks_per_row must be an integer from 1 to 2**40")
+    layout = MatrixLayout("mosaic", blocks)
+    problem = layout.check(shape)
+    if problem:
+        fail(f"{where}: {problem}")
+    return layout
 
 
 @dataclass(frozen=True)
@@ -235,6 +280,7 @@ class TensorInfo:
     data: Segment
     quant: QuantInfo | None = None
     hevc: HevcInfo | None = None
+    stored_dtype: str | None = None  # raw only: the dtype of the stored elements when not ``dtype``
 
     @property
     def numel(self) -> int:
@@ -242,13 +288,15 @@ class TensorInfo:
 
     @property
     def stored_bytes(self) -> int:
-        """Bytes this tensor takes in the payload (data and scales)."""
-        return self.data.length + (self.quant.scales.length if self.quant else 0)
+        """Bytes this tensor takes in the payload (data, scales and zero points)."""
+        return sum(segment.length for _, segment in self.segments())
 
     def segments(self) -> list[tuple[str, Segment]]:
         found = [(f"{self.name} data", self.data)]
         if self.quant is not None:
             found.append((f"{self.name} scales", self.quant.scales))
+            if self.quant.zero_points is not None:
+                found.append((f"{self.name} zero points", self.quant.zero_points))
         return found
 
     def to_json(self) -> dict:
@@ -256,6 +304,8 @@ class TensorInfo:
             "name": self.name, "dtype": self.dtype, "shape": list(self.shape),
             "storage": self.storage, "data": self.data.to_json(),
         }
+        if self.stored_dtype is not None:
+            out["stored_dtype"] = self.stored_dtype
         if self.quant is not None:
             out["quant"] = self.quant.to_json()
         if self.hevc is not None:
@@ -283,6 +333,15 @@ class TensorInfo:
         if storage not in STORAGE_KINDS:
             raise UnknownCodecError(f"{where} uses unknown storage kind {storage!r}")
         data = Segment.from_json(item.get("data"), f"{where}.data")
+        stored_dtype = item.get("stored_dtype")
+        if stored_dtype is not None:
+            if not isinstance(stored_dtype, str):
+                fail(f"{where}.stored_dtype must be a string")
+            if storage != "raw":
+                fail(f"{where}: only raw tensors have a stored_dtype")
+            if dtype not in STORED_DTYPES.get(stored_dtype, ()):
+                raise UnknownCodecError(f"{where} stores {dtype} as {stored_dtype!r}, which is not a conversion of "
+                                        "section 5.1")
         quant = None
         if storage in ("int8", "hevc"):
             if dtype not in QUANTIZABLE_DTYPES:
@@ -291,7 +350,7 @@ class TensorInfo:
                 fail(f"{where}: a {storage} tensor must have a floating-point dtype, not {dtype!r}")
             quant = QuantInfo.from_json(get(item, "quant", dict, where), f"{where}.quant", shape)
         if storage in ("raw", "int8"):
-            size = numel * (1 if storage == "int8" else DTYPES[dtype].itemsize)
+            size = numel * (1 if storage == "int8" else DTYPES[stored_dtype or dtype].itemsize)
             if data.compression == "none" and data.length != size:
                 fail(f"{where}.data holds {data.length} bytes, its shape and dtype need {size}")
             if data.compression == "zstd" and size > MAX_ZSTD_RATIO * data.length:
@@ -303,7 +362,7 @@ class TensorInfo:
             if not shape:
                 fail(f"{where}: a scalar cannot be HEVC-coded")
             hevc = HevcInfo.from_json(get(item, "hevc", dict, where), f"{where}.hevc", numel, shape, data.length)
-        return cls(name, dtype, shape, storage, data, quant, hevc)
+        return cls(name, dtype, shape, storage, data, quant, hevc, stored_dtype)
 
 
 @dataclass(frozen=True)
@@ -335,6 +394,98 @@ class ModelInfo:
         return cls(kind, class_name, Segment.from_json(obj.get("skeleton"), "model.skeleton"))
 
 
+def _plan_text(obj: dict, key: str, where: str, *, required: bool = False) -> str | None:
+    value = obj.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_PLAN_TEXT:
+        fail(f"{where}.{key} must be a non-empty string of at most {MAX_PLAN_TEXT} characters")
+    return value
+
+
+def _plan_number(obj: dict, key: str, where: str, *, low: float | None = None) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+            or (low is not None and value < low):
+        fail(f"{where}.{key} must be a finite number" + (f" >= {low:g}" if low is not None else "") + " or null")
+    return value
+
+
+@dataclass(frozen=True)
+class PlanRecord:
+    """How the encoder chose every tensor's storage (section 3.4; informative, written by budgeted encodes)."""
+
+    method: str  # how layer sensitivity was measured: "fisher", "data-free", ...
+    objective: str  # "max-drop" (an accuracy budget) or "target-size"
+    budget: float  # score points (max-drop) or bytes (target-size)
+    met: bool  # False: a best-effort file that misses the budget
+    calibration: str | None = None  # what the calibration data was
+    calibration_samples: int | None = None
+    reference_score: float | None = None  # the float model's score on the calibration data
+    score: float | None = None  # this file's score on the calibration data
+    predicted_loss: float | None = None  # the sensitivity model's predicted loss of this plan
+    candidates: int | None = None  # options coded and measured
+    seconds: float | None = None
+    layers: dict[str, float] = field(default_factory=dict)  # tensor name -> its predicted loss
+
+    @property
+    def drop(self) -> float | None:
+        if self.reference_score is None or self.score is None:
+            return None
+        return self.reference_score - self.score
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = {"method": self.method, "objective": self.objective, "budget": self.budget,
+                               "met": self.met}
+        if self.calibration is not None or self.calibration_samples is not None:
+            out["calibration"] = {"description": self.calibration, "samples": self.calibration_samples}
+        for key in ("reference_score", "score", "predicted_loss", "candidates", "seconds"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.layers:
+            out["layers"] = dict(self.layers)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any, names: set[str]) -> "PlanRecord":
+        where = "plan"
+        if not isinstance(obj, dict):
+            fail("plan must be an object")
+        method = _plan_text(obj, "method", where, required=True)
+        objective = _plan_text(obj, "objective", where, required=True)
+        budget = _plan_number(obj, "budget", where, low=0)
+        if budget is None:
+            fail("plan.budget must be a finite number >= 0")
+        met = obj.get("met")
+        if not isinstance(met, bool):
+            fail("plan.met must be true or false")
+        description = samples = None
+        calibration = obj.get("calibration")
+        if calibration is not None:
+            if not isinstance(calibration, dict):
+                fail("plan.calibration must be an object or null")
+            description = _plan_text(calibration, "description", "plan.calibration")
+            samples = calibration.get("samples")
+            if samples is not None and not (_is_int(samples) and 0 <= samples <= MAX_ELEMENTS):
+                fail("plan.calibration.samples must be an integer from 0 to 2**40 or null")
+        numbers = {key: _plan_number(obj, key, where) for key in ("reference_score", "score", "predicted_loss")}
+        seconds = _plan_number(obj, "seconds", where, low=0)
+        candidates = obj.get("candidates")
+        if candidates is not None and not (_is_int(candidates) and 0 <= candidates <= MAX_ELEMENTS):
+            fail("plan.candidates must be an integer from 0 to 2**40 or null")
+        layers = obj.get("layers", {})
+        if not isinstance(layers, dict):
+            fail("plan.layers must be an object")
+        for name, value in layers.items():
+            if name not in names:
+                fail(f"plan.layers names {name!r}, which is not a tensor of the file")
+            _plan_number(layers, name, "plan.layers", low=0)
+        return cls(method, objective, budget, met, description, samples, candidates=candidates, seconds=seconds,
+                   layers=dict(layers), **numbers)
+
+
 @dataclass
 class Header:
     """The whole header. ``version``, ``payload_length`` and ``file_length`` come from the prefix."""
@@ -343,15 +494,27 @@ class Header:
     model: ModelInfo = field(default_factory=ModelInfo)
     producer: str = ""
     metadata: dict = field(default_factory=dict)
+    plan: PlanRecord | None = None
     version: tuple[int, int] = (1, 0)
     payload_length: int = 0
     file_length: int = 0
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "producer": self.producer, "model": self.model.to_json(),
             "tensors": [t.to_json() for t in self.tensors], "metadata": self.metadata,
         }
+        if self.plan is not None:
+            out["plan"] = self.plan.to_json()
+        return out
+
+    def minor_version(self) -> int:
+        """The lowest minor version of format 2 that describes this header: 1 if it uses a member
+        of 2.1 (a non-``rows`` layout, ``stored_dtype``, the ``affine-int8`` scheme, ``plan``), else 0."""
+        uses_21 = self.plan is not None or any(
+            t.stored_dtype is not None or (t.hevc is not None and not t.hevc.matrix_layout.is_default)
+            or (t.quant is not None and t.quant.scheme != "symmetric-int8") for t in self.tensors)
+        return 1 if uses_21 else 0
 
     @classmethod
     def from_json(cls, doc: Any) -> "Header":
@@ -371,7 +534,10 @@ class Header:
         producer = doc.get("producer", "")
         if not isinstance(producer, str):
             fail("producer must be a string")
-        return cls(tensors=tensors, model=model, producer=producer, metadata=metadata)
+        plan = doc.get("plan")
+        if plan is not None:
+            plan = PlanRecord.from_json(plan, names)
+        return cls(tensors=tensors, model=model, producer=producer, metadata=metadata, plan=plan)
 
     def segments(self) -> list[tuple[str, Segment]]:
         found = [("module skeleton", self.model.skeleton)] if self.model.skeleton is not None else []
@@ -393,4 +559,5 @@ class Header:
             previous_end, previous_what = end, what
 
 
-__all__ = ["Header", "HevcInfo", "ModelInfo", "QuantInfo", "Segment", "TensorInfo"]
+__all__ = ["Header", "HevcInfo", "ModelInfo", "PlanRecord", "QuantInfo", "Segment", "TensorInfo",
+           "matrix_layout_from_json"]

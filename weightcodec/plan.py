@@ -21,6 +21,8 @@ import torch
 from .config import EncodeConfig, HevcSettings
 from .dtypes import from_torch
 from .errors import ConfigError, ModelLoadError
+from .header import PlanRecord
+from .layouts import ROWS, MatrixLayout
 from .quant import choose_granularity
 from .report import Notice
 
@@ -40,16 +42,34 @@ class TensorPlan:
     guard_threshold_db: float | None = None
     guard_switched: bool = False  # auto mode moved this tensor to per-channel
     hevc: HevcSettings | None = None  # for hevc
+    layout: MatrixLayout = ROWS  # for hevc: how the tensor becomes the coded matrix (weightcodec.layouts)
+    stored_dtype: str | None = None  # for raw: store the elements in this dtype (float16), restore to ``dtype``
+    scheme: str = "symmetric-int8"  # for int8 and hevc: "symmetric-int8" | "affine-int8" (weightcodec.quant)
 
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
+
+    def describe(self) -> str:
+        """A short label: ``hevc qp 28 per-channel mosaic/8``, ``int8 per-tensor``, ``raw float16``."""
+        if self.storage == "raw":
+            return f"raw {self.stored_dtype or self.dtype}"
+        text = f"{self.storage}"
+        if self.storage == "hevc":
+            text += " lossless" if self.hevc.lossless else f" qp {self.hevc.qp}"
+        text += f" {self.granularity}"
+        if self.scheme != "symmetric-int8":
+            text += " affine"
+        if self.storage == "hevc" and not self.layout.is_default:
+            text += f" {self.layout.describe()}"
+        return text
 
 
 @dataclass(frozen=True)
 class EncodePlan:
     tensors: list[TensorPlan]
     notices: list[Notice] = field(default_factory=list)
+    record: PlanRecord | None = None  # how the plan was chosen (budgeted encodes), written into the header
 
     def count(self, storage: str) -> int:
         return sum(1 for t in self.tensors if t.storage == storage)
@@ -155,5 +175,5 @@ def guard_notices(tensors: list[TensorPlan]) -> list[Notice]:
     return notices
 
 
-__all__ = ["EncodePlan", "STORAGE_KINDS", "TensorPlan", "check_patterns", "guard_notices", "plan_encode", "plan_tensor",
+__all__ = ["EncodePlan", "PlanRecord", "STORAGE_KINDS", "TensorPlan", "check_patterns", "guard_notices", "plan_encode", "plan_tensor",
            "storage_kind"]

@@ -18,7 +18,7 @@ import torch
 from ..backends import FrameCodec
 from ..header import HevcInfo, Segment
 from ..plan import TensorPlan
-from ..quant import QuantizedTensor, quantize
+from ..quant import QuantizedTensor, quantize, quantize_scheme
 
 #: ``read(segment, what, expected_size, max_size=None)``: the segment's verified, decompressed bytes.
 SegmentReader = Callable[..., bytes]
@@ -46,6 +46,7 @@ class CodedTensor:
     data: bytes
     compression: str = "none"  # of ``data``
     scales: bytes | None = None  # float32 little-endian, quantized tensors only
+    zero_points: bytes | None = None  # int8, affine-int8 tensors only
     axis: int = 0
     hevc: HevcInfo | None = None
     # measured while coding, for the report
@@ -74,8 +75,10 @@ def to_float32(array: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def quantize_planned(array: np.ndarray, plan: TensorPlan) -> QuantizedTensor:
-    """The tensor's int8 values and scales at the plan's granularity (in row chunks: no float32
-    copy of the whole tensor)."""
+    """The tensor's int8 values and scales at the plan's granularity and scheme (symmetric: in row
+    chunks, no float32 copy of the whole tensor; affine: on the float32 tensor)."""
+    if plan.scheme != "symmetric-int8":
+        return quantize_scheme(to_float32(array, plan.dtype), plan.granularity, plan.scheme)
     shape = tuple(array.shape)
     matrix = array.reshape(shape[0] if shape else 1, -1)
     return quantize(array, plan.granularity, shape=shape,
@@ -84,6 +87,23 @@ def quantize_planned(array: np.ndarray, plan: TensorPlan) -> QuantizedTensor:
 
 def scales_bytes(q: QuantizedTensor) -> bytes:
     return q.scales.astype("<f4").tobytes()
+
+
+def zero_points_bytes(q: QuantizedTensor) -> bytes | None:
+    return None if q.zero_points is None else q.zero_points.astype(np.int8).tobytes()
+
+
+def read_zero_points(entry, ctx: DecodeContext) -> np.ndarray | None:
+    """The int8 zero points of an affine-int8 tensor (None for symmetric-int8), each in [-127, 127]."""
+    from ..errors import CorruptStreamError
+
+    if entry.quant.zero_points is None:
+        return None
+    raw = ctx.read(entry.quant.zero_points, f"tensor {entry.name!r} zero points", None)
+    zero_points = np.frombuffer(raw, dtype=np.int8)
+    if zero_points.size and zero_points.min() < -127:
+        raise CorruptStreamError(f"tensor {entry.name!r} has zero point -128, outside [-127, 127]")
+    return zero_points.copy()
 
 
 def read_scales(entry, ctx: DecodeContext) -> np.ndarray:
@@ -97,4 +117,4 @@ def read_scales(entry, ctx: DecodeContext) -> np.ndarray:
 
 
 __all__ = ["CodedTensor", "DecodeContext", "EncodeContext", "SegmentReader", "as_numpy", "quantize_planned",
-           "read_scales", "scales_bytes", "to_float32"]
+           "read_scales", "read_zero_points", "scales_bytes", "to_float32", "zero_points_bytes"]
