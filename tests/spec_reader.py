@@ -206,6 +206,12 @@ def restore(entry: dict, payload: memoryview, decoder: "HevcDecoder | None") -> 
     numel = _numel(shape)
     if storage == "raw":
         np_dtype = NUMPY_DTYPES[dtype]
+        stored = entry.get("stored_dtype")
+        if stored is not None:  # section 5.1 (2.1): float16 elements widened exactly to float32/float64
+            if stored != "float16" or dtype not in ("float32", "float64"):
+                raise SpecError("unknown codec", f"{dtype} stored as {stored}")
+            raw = read_segment(payload, entry["data"], numel * 2)
+            return Restored(name, dtype, np.frombuffer(raw, "<f2").astype(np_dtype).reshape(shape))
         raw = read_segment(payload, entry["data"], numel * np_dtype.itemsize)
         if dtype == "bool":
             values = np.frombuffer(raw, np.uint8)
@@ -213,7 +219,7 @@ def restore(entry: dict, payload: memoryview, decoder: "HevcDecoder | None") -> 
                 raise SpecError("corrupt stream", "bool byte other than 0/1")  # section 5.1: 0 or 1
         return Restored(name, dtype, np.frombuffer(raw, np_dtype).reshape(shape).copy())
     quant = entry["quant"]
-    if quant["scheme"] != "symmetric-int8":
+    if quant["scheme"] not in ("symmetric-int8", "affine-int8"):
         raise SpecError("unknown codec", quant["scheme"])
     if dtype not in QUANTIZABLE:
         raise SpecError("malformed header", f"a quantized tensor of dtype {dtype}")
@@ -232,6 +238,11 @@ def restore(entry: dict, payload: memoryview, decoder: "HevcDecoder | None") -> 
                                    "<f4")
         if not np.all(np.isfinite(col_scales) & (col_scales > 0)):
             raise SpecError("corrupt stream", "column scales must be finite and > 0")
+    zero_points = None
+    if quant["scheme"] == "affine-int8":  # section 3.2: n int8 zero points, each in [-127, 127]
+        zero_points = np.frombuffer(read_segment(payload, quant["zero_points"], n_scales), np.int8)
+        if zero_points.size and zero_points.min() == -128:
+            raise SpecError("corrupt stream", "zero point -128")
     if storage == "int8":
         values = np.frombuffer(read_segment(payload, entry["data"], numel), np.int8).reshape(shape)
         if values.size and values.min() == -128:
@@ -240,23 +251,46 @@ def restore(entry: dict, payload: memoryview, decoder: "HevcDecoder | None") -> 
         values = hevc_values(entry, payload, shape, decoder)
     else:
         raise SpecError("unknown codec", storage)
-    return Restored(name, dtype, dequantize(values, scales, quant, dtype, col_scales), values, scales.copy())
+    return Restored(name, dtype, dequantize(values, scales, quant, dtype, zero_points, col_scales), values,
+                    scales.copy())
 
 
 def dequantize(values: np.ndarray, scales: np.ndarray, quant: dict, dtype: str,
-               col_scales: np.ndarray | None = None) -> np.ndarray:
-    """Section 5.2: ``w = int8 x scale[c]`` in float32 (then ``x col_scale[k]`` for per-channel-2d),
-    then cast to the dtype."""
+               zero_points: np.ndarray | None = None, col_scales: np.ndarray | None = None) -> np.ndarray:
+    """Section 5.2: ``w = int8 x scale[c]`` (affine: ``(int8 - zero_point[c]) x scale[c]``, the
+    difference exact in float32) in float32 (then ``x col_scale[k]`` for per-channel-2d), then cast
+    to the dtype."""
+    v = values.astype(np.float32)
     if quant["granularity"] == "per-tensor":
-        w = values.astype(np.float32) * scales[0]
+        if zero_points is not None:
+            v = v - np.float32(zero_points[0])
+        w = v * scales[0]
     else:
         axis = quant["axis"]
         view = [1] * values.ndim
         view[axis] = -1
-        w = values.astype(np.float32) * scales.reshape(view)
+        if zero_points is not None:
+            v = v - zero_points.astype(np.float32).reshape(view)
+        w = v * scales.reshape(view)
     if col_scales is not None:
         w = (w.reshape(w.shape[0], -1) * col_scales[None, :]).astype(np.float32).reshape(values.shape)
     return cast_float32(w.astype(np.float32), dtype)
+
+
+def from_matrix(matrix: np.ndarray, shape: list[int], layout: dict | None) -> np.ndarray:
+    """Section 5.3.1: the tensor from its coded matrix (``rows``: a reshape; ``mosaic``: kernel ``n``
+    is the ``kh x kw`` block at block row ``n // c``, block column ``n % c``)."""
+    if layout is None or layout.get("kind") == "rows":
+        return matrix.reshape(shape)
+    if layout.get("kind") != "mosaic":
+        raise SpecError("unknown codec", str(layout.get("kind")))
+    out, inp, kh, kw = shape
+    c = layout["blocks_per_row"]
+    tensor = np.empty(shape, matrix.dtype)
+    for n in range(out * inp):
+        r, col = divmod(n, c)
+        tensor[n // inp, n % inp] = matrix[r * kh:(r + 1) * kh, col * kw:(col + 1) * kw]
+    return tensor
 
 
 def cast_float32(w: np.ndarray, dtype: str) -> np.ndarray:
@@ -303,7 +337,7 @@ def hevc_values(entry: dict, payload: memoryview, shape: list[int], decoder: "He
     # section 5.3: the values must have the CRC-32 the encoder's own decode gave, when recorded
     if "decoded_crc32" in h and zlib.crc32(values.tobytes()) != h["decoded_crc32"]:
         raise SpecError("corrupt stream", "decoded values differ from the encoder's (decoded_crc32)")
-    return values.reshape(shape)
+    return from_matrix(values, shape, h.get("layout"))
 
 
 # --- second HEVC decoders ---------------------------------------------------------------------

@@ -62,6 +62,10 @@ def test_spec_reader_matches_decode_bit_exactly(corpus, decoder):
     # every storage kind, and the dtypes whose conversion rules matter, were compared
     assert {("hevc", "float32"), ("hevc", "float16"), ("hevc", "bfloat16"), ("int8", "float32"),
             ("int8", "bfloat16"), ("raw", "bfloat16"), ("raw", "bool")} <= checked
+    # format 2.1: the mosaic layout, affine-int8 and float16-stored raw tensors were among them
+    planned = {t.name: t for t in api.read_header(corpus.files["planned-2.1"]).tensors}
+    assert planned["conv.weight"].hevc.matrix_layout.kind == "mosaic"
+    assert planned["fc.weight"].quant.scheme == "affine-int8" and planned["bn.var"].stored_dtype == "float16"
     # format 2.1: aliases, per-channel-2d and axis-1 scales, the raw-only dtypes
     assert {("alias", "float32"), ("hevc", "per-channel-2d", 0), ("int8", "per-channel-2d", 0),
             ("hevc", "per-channel", 1), ("raw", "uint64"), ("raw", "float8_e4m3fn"), ("raw", "float4_e2m1fn_x2"),

@@ -531,6 +531,36 @@ def _corpus_v21(seed: int):
         FolderFile("model.safetensors.index.json", b"{}"), FolderFile("1_Pooling/config.json", b"")))
     return transformer, LoadedModel("hf-folder", folder_tensors, layout=layout)
 
+def _planned_file(seed: int, config) -> bytes:
+    """A format 2.1 file as a budgeted encode writes one: an HEVC mosaic of 3x3 kernels with affine
+    per-channel int8, affine per-tensor int8, float16-stored raw tensors and the plan record."""
+    import torch
+
+    from weightcodec import api
+    from weightcodec.header import PlanRecord
+    from weightcodec.layouts import MatrixLayout
+    from weightcodec.modelio import load_source
+    from weightcodec.plan import EncodePlan, TensorPlan
+
+    g = torch.Generator().manual_seed(seed + 21)
+    conv = torch.randn(16, 4, 3, 3, generator=g) * 0.1 + 0.02
+    fc = torch.rand(24, 20, generator=g) * 0.3 - 0.05
+    bias = torch.randn(24, generator=g)
+    var = torch.rand(16, generator=g).double() + 0.5
+    state = OrderedDict([("conv.weight", conv), ("fc.weight", fc), ("fc.bias", bias), ("bn.var", var)])
+    plans = [
+        TensorPlan("conv.weight", "hevc", "float32", (16, 4, 3, 3), granularity="per-channel", hevc=config.hevc,
+                   layout=MatrixLayout("mosaic", 8), scheme="affine-int8"),
+        TensorPlan("fc.weight", "int8", "float32", (24, 20), granularity="per-tensor", scheme="affine-int8"),
+        TensorPlan("fc.bias", "raw", "float32", (24,), stored_dtype="float16"),
+        TensorPlan("bn.var", "raw", "float64", (16,), stored_dtype="float16"),
+    ]
+    record = PlanRecord(method="fisher", objective="max-drop", budget=1.0, met=True, calibration="corpus",
+                        calibration_samples=10, reference_score=90.0, score=89.5, predicted_loss=0.01,
+                        candidates=40, seconds=1.5, layers={"conv.weight": 0.008, "fc.weight": 0.002})
+    return api.encode_planned(load_source(state), EncodePlan(plans, [], record), None, config=config,
+                              verify=True, workers=1).data
+
 
 def build_corpus(seed: int = 0, *, with_streams: bool = True) -> Corpus:
     """The seed files (each valid, each decoding) and the substitute streams and zstd bombs."""
@@ -563,6 +593,7 @@ def build_corpus(seed: int = 0, *, with_streams: bool = True) -> Corpus:
     transformer, folder = _corpus_v21(seed)
     files["v2.1-transformer"] = api.encode(transformer, config=replace(cfg(tile=32), policy="transformer")).data
     files["v2.1-hf-folder"] = api.encode(folder, config=replace(cfg(tile=32), policy="transformer")).data
+    files["planned-2.1"] = _planned_file(seed, cfg(tile=32))
     # the other prefixes a reader must read: version 1 (section 8), version 2 with the header stored as is
     for name, major, compression in (("mixed", 1, 0), ("hevc-multi", 1, 0), ("int8-per-channel-zstd", 2, 0)):
         wf = parse_file(files[name])

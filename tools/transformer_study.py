@@ -137,7 +137,7 @@ class Candidate:
     axis: int
 
     def reconstruction(self) -> np.ndarray:
-        return QuantizedTensor(self.values, self.scales, self.granularity, self.axis, self.col_scales).dequantize()
+        return QuantizedTensor(self.values, self.scales, self.granularity, self.axis, col_scales=self.col_scales).dequantize()
 
 
 class Candidates:

@@ -98,12 +98,21 @@ def encode_planned(
     workers: int | None = None,
     ray: str | None = None,
     progress: Progress | None = None,
+    precoded: Mapping[str, CodedTensor] | None = None,
 ) -> EncodeResult:
-    """Code every tensor as ``plan`` says and write the container (to ``output``, or to memory)."""
+    """Code every tensor as ``plan`` says and write the container (to ``output``, or to memory).
+
+    ``precoded`` maps tensor names to tensors already coded with exactly their plan (e.g. by the
+    allocation's candidate search): those are placed as they are instead of being coded again
+    (coding is deterministic, so the file is the same); an entry whose plan differs is ignored.
+    """
     started = time.perf_counter()
     state_dict = loaded.state_dict
     backend = get_backend(config.backend) if plan.count("hevc") else None
-    workers = encode_workers(plan, workers) if ray is None else None
+    precoded = precoded or {}
+    ready = {t.name: precoded[t.name] for t in plan.tensors if t.name in precoded and precoded[t.name].plan == t}
+    todo = [t for t in plan.tensors if t.name not in ready and t.storage != "alias"]  # aliases store nothing
+    workers = encode_workers(EncodePlan(todo), workers) if ray is None else None
     # x265's own threads where they help: all cores for one process, the cores' share for each
     # worker of a pool (one per Ray task); no byte of the streams depends on it
     threads = 1 if ray is not None else (max(1, default_workers() // workers) if workers > 1 else None)
@@ -116,24 +125,24 @@ def encode_planned(
     if progress:
         progress("", 0, total)
     with ContainerWriter(output) as writer:
-        coded_plans = [t for t in plan.tensors if t.storage != "alias"]  # aliases are stored once, under the earlier name
-        if ray is not None:
+        if ray is not None and todo:
             from .engines.ray_engine import RayEngine
 
-            coded_tensors = RayEngine(ray).map(_code_array, ((t, as_numpy(state_dict[t.name])) for t in coded_plans),
-                                                context=ctx, describe=lambda job: f"tensor {job[0].name!r}")
+            coded_todo = RayEngine(ray).map(_code_array, ((t, as_numpy(state_dict[t.name])) for t in todo),
+                                            context=ctx, describe=lambda job: f"tensor {job[0].name!r}")
         else:
-            coded_tensors = ordered_map(_code_tensor, coded_plans, workers=workers,
-                                        context=(state_dict, ctx), describe=lambda t: f"tensor {t.name!r}")
+            coded_todo = ordered_map(_code_tensor, todo, workers=workers,
+                                     context=(state_dict, ctx), describe=lambda t: f"tensor {t.name!r}")
+        coded_todo = iter(coded_todo)
         for tensor_plan in plan.tensors:
-            if tensor_plan.storage == "alias":
+            if tensor_plan.storage == "alias":  # stored once, under the earlier name
                 entries.append(TensorInfo(tensor_plan.name, tensor_plan.dtype, tensor_plan.shape, "alias", None,
                                           alias_of=tensor_plan.alias_of, tied=tensor_plan.tied))
                 layers.append(LayerReport(tensor_plan.name, tensor_plan.shape, tensor_plan.dtype, "alias",
                                           tensor_plan.numel * DTYPES[tensor_plan.dtype].itemsize, 0))
                 done += tensor_plan.numel
                 continue
-            coded = next(coded_tensors)
+            coded = ready[tensor_plan.name] if tensor_plan.name in ready else next(coded_todo)
             entry = _place(coded, writer)
             entries.append(entry)
             layers.append(_layer_report(coded, entry))
@@ -150,7 +159,7 @@ def encode_planned(
                           for f in loaded.layout.files)
             model = ModelInfo(loaded.kind, shards=loaded.layout.shards, files=files)
         header = Header(tensors=entries, model=model, producer=f"weightcodec {__version__}",
-                        metadata=dict(metadata or {}))
+                        metadata=dict(metadata or {}), plan=plan.record)
         total_bytes, header_bytes, data = writer.finish(header)
     if progress:
         progress("", total, total)
@@ -192,10 +201,13 @@ def _place(coded: CodedTensor, payload: ContainerWriter) -> TensorInfo:
     if coded.scales is not None:
         scales = payload.add(coded.scales)
         col_scales = payload.add(coded.col_scales) if coded.col_scales is not None else None
+        zero_points = payload.add(coded.zero_points) if coded.zero_points is not None else None
         granularity = "per-channel-2d" if col_scales is not None else plan.granularity
-        quant = QuantInfo(granularity, coded.axis, scales, plan.guard_db, col_scales=col_scales)
+        quant = QuantInfo(granularity, coded.axis, scales, plan.guard_db, plan.scheme, zero_points=zero_points,
+                          col_scales=col_scales)
     data = payload.add(coded.data, compression=coded.compression)
-    return TensorInfo(plan.name, plan.dtype, plan.shape, plan.storage, data, quant, coded.hevc)
+    return TensorInfo(plan.name, plan.dtype, plan.shape, plan.storage, data, quant, coded.hevc,
+                      plan.stored_dtype if plan.storage == "raw" else None)
 
 
 def _layer_report(coded: CodedTensor, entry: TensorInfo) -> LayerReport:

@@ -14,7 +14,6 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from . import __version__
-from .allocate import encode_to_size
 from .api import EncodeReport, decode, encode, read_header
 from .backends import available_backends
 from .policy import POLICIES
@@ -192,10 +191,26 @@ def main() -> None:
               help="Override the effort's x265 preset (its weight-tuned parameters stay).")
 @click.option("--max-tile", default="4096x2160", show_default=True, metavar="WxH",
               help="Largest frame; bigger matrices are split into tiles.")
+@click.option("--max-drop", type=click.FloatRange(min=0), metavar="POINTS",
+              help="Spend the fewest bytes that lose at most POINTS of top-1 (measured on --calib-data): every "
+                   "layer's storage, QP, granularity and layout is chosen by its measured sensitivity. Without "
+                   "--calib-data a data-free proxy decides (with a warning). Replaces --qp; slower.")
 @click.option("--target-size", metavar="SIZE", callback=lambda ctx, param, value: _parse_size(value),
-              help="Fit the file into SIZE (e.g. 100k, 2.5M, 123456 bytes): every coded layer gets its own QP "
-                   "(20-44), chosen where it costs the least error per byte. Replaces --qp; slower (codes "
-                   "each layer at every candidate QP).")
+              help="Fit the file into SIZE (e.g. 100k, 2.5M, 123456 bytes) with the least predicted loss, by the "
+                   "same per-layer search as --max-drop (sensitivities from --calib-data, else data-free).")
+@click.option("--arch", metavar="NAME",
+              help="The model's architecture: a name the registry knows (mobilenet_v2, mnist-mlp, digits-mlp, "
+                   "a torchvision classifier such as resnet18 ...), with its preprocessing; needed by --calib-data.")
+@click.option("--calib-data", type=click.Path(path_type=Path), metavar="DIR",
+              help="Calibration images for --max-drop/--target-size: a folder with a labels.csv (filename,label) "
+                   "or one sub-folder per class. Checked before anything is encoded.")
+@click.option("--calib-limit", type=click.IntRange(min=1), metavar="N",
+              help="Use the first N calibration images (default: all).")
+@click.option("--fisher-samples", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
+              help="Calibration images used to measure layer sensitivities (the Fisher information); all of "
+                   "them score the candidates.")
+@click.option("--best-effort", is_flag=True,
+              help="If the budget cannot be met, write the closest file anyway (marked as missing its budget).")
 @click.option("--code-conv", is_flag=True, help="Also HEVC-code conv weights (costs accuracy; see docs).")
 @click.option("--int8-only", is_flag=True, help="No HEVC: store every quantized weight as int8.")
 @click.option("--no-zstd", is_flag=True, help="Store raw and int8 tensors uncompressed.")
@@ -216,13 +231,21 @@ def main() -> None:
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output file if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-layer report as JSON on stdout.")
-def encode_command(model, output, qp, policy, lossless, layer_qp, granularity, layer_granularity, guard_db, matrix_guard_db, chroma,
-                   effort, preset, max_tile, target_size, code_conv, int8_only, no_zstd, backend, trust_pickle, verify,
-                   workers, ray_address, force, quiet, as_json):
+def encode_command(model, output, qp, policy, lossless, layer_qp, granularity, layer_granularity, guard_db, matrix_guard_db,
+                   chroma, effort, preset, max_tile, max_drop, target_size, arch, calib_data, calib_limit, fisher_samples,
+                   best_effort, code_conv, int8_only, no_zstd, backend, trust_pickle, verify, workers, ray_address, force,
+                   quiet, as_json):
     """Compress MODEL: a torch.save'd state_dict (or a pickled nn.Module with --trust-pickle), a
     .safetensors file, or a Hugging Face model folder (config.json + model.safetensors, or sharded
     model-0000x-of-0000y.safetensors with their index); the folder's other files (config,
-    tokenizer...) travel inside the .wcodec file."""
+    tokenizer...) travel inside the .wcodec file.
+
+    \b
+    wcodec encode model.pth --qp 28                    # one QP for every coded layer
+    wcodec encode my-hf-model/                         # a Hugging Face folder -> my-hf-model.wcodec
+    wcodec encode model.pth --arch mobilenet_v2 --calib-data DIR --max-drop 1.0
+    wcodec encode model.pth --target-size 2M           # per-layer choices that fit 2 MB
+    """
     _run(check_model_path, model)
     output = output or default_output(model)
     _check_output(output, force)
@@ -230,21 +253,29 @@ def encode_command(model, output, qp, policy, lossless, layer_qp, granularity, l
                   layer_granularity=layer_granularity, guard_db=guard_db, matrix_guard_db=matrix_guard_db, chroma=chroma,
                   effort=effort, preset=preset,
                   max_tile=max_tile, code_conv=code_conv, int8_only=int8_only, no_zstd=no_zstd, backend=backend)
-    if target_size is not None and ray_address is not None:
-        raise UserError("--ray does not combine with --target-size (the size search runs on this machine)")
-    bar, update = _progress(quiet or as_json, "encoding")
-    if bar:
-        bar.start()
-    try:
-        if target_size is None:
+    budgeted = max_drop is not None or target_size is not None
+    if not budgeted:
+        for option, value in (("--arch", arch), ("--calib-data", calib_data), ("--calib-limit", calib_limit),
+                              ("--best-effort", best_effort or None)):
+            if value is not None:
+                raise UserError(f"{option} only applies with --max-drop or --target-size")
+    if budgeted:
+        if ray_address is not None:
+            raise UserError("--ray does not combine with --max-drop or --target-size (the search runs on this machine)")
+        result = _encode_budgeted(model, output, config, quiet=quiet or as_json, max_drop=max_drop,
+                                  target_size=target_size, arch=arch, calib_data=calib_data, calib_limit=calib_limit,
+                                  fisher_samples=fisher_samples, best_effort=best_effort, trust_pickle=trust_pickle,
+                                  granularity=granularity, int8_only=int8_only, workers=workers)
+    else:
+        bar, update = _progress(quiet or as_json, "encoding")
+        if bar:
+            bar.start()
+        try:
             result = _run(encode, model, output, config=config, trust_pickle=trust_pickle, verify=verify,
                           workers=workers, ray=ray_address, progress=update)
-        else:
-            result, _ = _run(encode_to_size, model, output, target_bytes=target_size, config=config,
-                             trust_pickle=trust_pickle, verify=verify, progress=update)
-    finally:
-        if bar:
-            bar.stop()
+        finally:
+            if bar:
+                bar.stop()
     _mark_written(output)
     report = result.report
     if as_json:
@@ -263,6 +294,92 @@ def default_output(model: Path) -> Path:
         model = model.resolve()
         return model.parent / f"{model.name}.wcodec"
     return model.with_suffix(".wcodec")
+
+
+def _encode_budgeted(model, output, config, *, quiet, max_drop, target_size, arch, calib_data, calib_limit,
+                     fisher_samples, best_effort, trust_pickle, granularity, int8_only, workers=None):
+    """``--max-drop`` / ``--target-size``: check the calibration data, measure sensitivities, search, write."""
+    from .allocation import AccuracyBudget, DataFreeSensitivity, SearchSpace, SizeBudget, encode_to_budget
+    from .modelio import load_source
+
+    if max_drop is not None and target_size is not None:
+        raise UserError("give either --max-drop or --target-size, not both")
+    source = click.get_current_context().get_parameter_source
+    for name, option in (("qp", "--qp"), ("code_conv", "--code-conv")):
+        if source(name) == click.core.ParameterSource.COMMANDLINE:
+            raise UserError(f"{option} does not apply with a budget: the search chooses every layer's QP and storage")
+    if calib_data is not None and arch is None:
+        raise UserError("--calib-data needs --arch NAME: the architecture that runs the calibration images "
+                        "(a name the registry knows, e.g. mobilenet_v2)")
+    if calib_limit is not None and calib_data is None:
+        raise UserError("--calib-limit needs --calib-data")
+    space = SearchSpace(hevc=not int8_only,
+                        granularities=("per-tensor", "per-channel") if granularity == "auto" else (granularity,))
+    loaded = _run(load_source, model, trust_pickle=trust_pickle)
+    if calib_data is not None:
+        from .evaluation.calibration import load_calibration
+
+        with console.status("checking and loading the calibration data"):
+            calibration = _run(load_calibration, arch, calib_data, loaded.state_dict, limit=calib_limit)
+        console.print(f"calibration: {calibration.description}", highlight=False)
+        bar, update = _progress(quiet, "measuring sensitivities")
+        if bar:
+            bar.start()
+        try:
+            sensitivity = _run(calibration.fisher, max_samples=fisher_samples,
+                               progress=(lambda done, total: update("", done, total or done)) if update else None)
+        finally:
+            if bar:
+                bar.stop()
+        with console.status("scoring the float model"):
+            reference = _run(calibration.score, loaded.state_dict)
+        common = dict(score=calibration.score, reference=reference, description=calibration.description,
+                      samples=calibration.samples)
+    else:
+        if arch is not None:
+            console.print(f"[bold yellow]warning:[/] --arch {arch} without --calib-data: nothing to measure with",
+                          highlight=False)
+        sensitivity, common = DataFreeSensitivity(), {}
+    budget = _run(AccuracyBudget, max_drop=max_drop, **common) if max_drop is not None else \
+        _run(SizeBudget, target_bytes=target_size, **common)
+    bar, update = _progress(quiet, "coding every option of every layer")
+    if bar:
+        bar.start()
+    try:
+        answer = _run(encode_to_budget, loaded, output, budget=budget, sensitivity=sensitivity, config=config,
+                      space=space, best_effort=best_effort, workers=workers, progress=update,
+                      log=None if quiet else (lambda line: console.print(f"  {line}", highlight=False)))
+    finally:
+        if bar:
+            bar.stop()
+    if not quiet:
+        console.print(_plan_summary(answer.record), highlight=False)
+    return answer.result
+
+
+def _plan_summary(plan) -> str:
+    """One paragraph on how a budgeted file was planned (``wcodec encode`` and ``wcodec info``)."""
+    if plan.objective == "max-drop":
+        goal = f"lose at most {plan.budget:g} points"
+    elif plan.objective == "target-size":
+        goal = f"fit {human_bytes(int(plan.budget))}"
+    else:
+        goal = f"{plan.objective} {plan.budget:g}"
+    text = f"plan: {goal} ({'met' if plan.met else '[bold red]NOT met[/]: best effort'}); sensitivities: {plan.method}"
+    if plan.calibration:
+        text += f"; calibration: {plan.calibration}"
+    if plan.score is not None and plan.reference_score is not None:
+        text += f"; score {plan.score:.4g} against {plan.reference_score:.4g} for the float model " \
+                f"(drop {plan.drop:+.3g}, measured)"
+    elif plan.objective == "max-drop":
+        text += "; drop not measured (no calibration data)"
+    if plan.predicted_loss is not None:
+        text += f"; predicted loss {plan.predicted_loss:.4g}"
+    if plan.candidates is not None:
+        text += f"; {plan.candidates:,} options measured"
+    if plan.seconds is not None:
+        text += f" in {plan.seconds:.0f} s"
+    return text
 
 
 def _print_report(report: EncodeReport) -> None:
@@ -358,6 +475,8 @@ def info_command(file, as_json):
               f"{human_bytes(header.file_length)}, holds a {header.model.kind.replace('_', ' ')}"
               + (f" ({header.model.class_name})" if header.model.class_name else "")
               + _layout_summary(header), highlight=False)
+    if header.plan is not None:
+        out.print(_plan_summary(header.plan), highlight=False)
     table = Table(show_lines=False)
     for col, justify in [("layer", "left"), ("dtype", "left"), ("shape", "left"), ("storage", "left"),
                          ("granularity", "left"), ("guard dB", "right"), ("QP", "right"), ("tiles", "left"),
@@ -370,13 +489,18 @@ def info_command(file, as_json):
         if h is not None:
             layout, stream = h.layout, h.stream
             tiles = f"{layout.grid_rows}x{layout.grid_cols} of {layout.tile_width}x{layout.tile_height}"
+            if not h.matrix_layout.is_default:
+                tiles += f", {h.matrix_layout.describe()}"
             profile = f"{stream.get('profile', '?')} @ L{stream.get('level', '?')}, {stream.get('chroma_format', '')}"
             qp = "lossless" if h.lossless else str(h.qp)
-        storage = t.storage + ("+zstd" if t.data is not None and t.data.compression == "zstd" else "")
+        storage = t.storage + (f" {t.stored_dtype}" if t.stored_dtype else "") + \
+            ("+zstd" if t.data is not None and t.data.compression == "zstd" else "")
         if t.storage == "alias":
             storage = f"alias of {t.alias_of}" + (" (tied)" if t.tied else "")
+        granularity = "-" if not t.quant else \
+            _granularity(t.quant) + (" affine" if t.quant.scheme == "affine-int8" else "")
         table.add_row(t.name, t.dtype, "x".join(map(str, t.shape)) or "scalar", storage,
-                      _granularity(t.quant), _fmt(t.quant.guard_db if t.quant else None),
+                      granularity, _fmt(t.quant.guard_db if t.quant else None),
                       qp, tiles, profile, f"{stored:,}", f"{8 * stored / max(t.numel, 1):.2f}")
     out.print(table)
 

@@ -42,7 +42,7 @@ def quantize_with_col_scales(weights: np.ndarray) -> QuantizedTensor:
     cols = column_scales(matrix)
     normalised = (matrix / cols[None, :]).astype(np.float32)
     q = quantize(normalised, "per-channel", axis=0)
-    return QuantizedTensor(q.values.reshape(w.shape), q.scales, "per-channel-2d", 0, cols)
+    return QuantizedTensor(q.values.reshape(w.shape), q.scales, "per-channel-2d", 0, col_scales=cols)
 
 
 def apply_col_scales(values: np.ndarray, col_scales: np.ndarray) -> np.ndarray:

@@ -51,10 +51,11 @@ PREFIX_V1 = struct.Struct("<8sHHIIQ")
 PREFIX_V2 = struct.Struct("<8sHHIIIB3sQ")
 PREFIX = PREFIX_V2
 FORMAT_MAJOR = 2
-#: The minor version written when a file needs nothing newer (see Header.required_minor); 2.1 adds
-#: aliases, more dtypes and safetensors / hf-folder models.
-FORMAT_MINOR = 0
-LATEST_MINOR = 1
+#: The highest minor version written: 2.1 adds aliases, column scales, more dtypes, safetensors /
+#: hf-folder models, and the ``layout``, ``stored_dtype`` and ``plan`` members. A file is written
+#: with the lowest minor version that describes it (:meth:`Header.minor_version`).
+FORMAT_MINOR = 1
+LATEST_MINOR = FORMAT_MINOR
 READABLE_MAJORS = (1, 2)
 HEADER_NONE, HEADER_ZSTD = 0, 1
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024 * 1024
@@ -82,7 +83,7 @@ def header_bytes(header: Header) -> bytes:
 
 
 def pack_prefix_and_header(raw_header: bytes, payload_length: int, *, compress: bool = True,
-                           minor: int = FORMAT_MINOR) -> list[bytes]:
+                           minor: int = 0) -> list[bytes]:
     """The version-2 prefix and stored header for ``raw_header`` (JSON bytes) and a payload length."""
     stored, compression = maybe_compress(raw_header, HEADER_ZSTD_LEVEL if compress else None)
     flag = HEADER_ZSTD if compression == "zstd" else HEADER_NONE
@@ -137,7 +138,7 @@ class ContainerWriter:
     def finish(self, header: Header) -> tuple[int, int, bytes | None]:
         """Write the file; returns ``(file bytes, stored header bytes, the file's bytes or None)``."""
         # 2.0 unless the header uses what 2.1 added (then older 2.0 readers fail clearly on it)
-        head = pack_prefix_and_header(header_bytes(header), self._length, minor=header.required_minor())
+        head = pack_prefix_and_header(header_bytes(header), self._length, minor=header.minor_version())
         total = sum(map(len, head)) + self._length
         if self._spool is None:
             return total, len(head[1]), b"".join([*head, *self._parts])
@@ -168,7 +169,7 @@ class ContainerWriter:
         self.close()
 
 
-def pack_raw(header: dict, payload: bytes, *, major: int = FORMAT_MAJOR, minor: int = FORMAT_MINOR,
+def pack_raw(header: dict, payload: bytes, *, major: int = FORMAT_MAJOR, minor: int = 0,
              compress: bool = False, crc: int | None = None) -> bytes:
     """A file from a header *dict* and payload bytes, for tools and tests that build files by hand
     (the fuzzer, the spec tests): version 1 or 2 layout, the header CRC computed unless given."""

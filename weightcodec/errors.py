@@ -28,6 +28,10 @@ class OutputError(WeightcodecError):
     """The output path cannot be written."""
 
 
+class BudgetError(WeightcodecError):
+    """An accuracy or size budget cannot be met (nothing is written)."""
+
+
 # --- evaluation (model registry, data sets, scoring) ------------------------------------------
 class EvaluationError(WeightcodecError):
     """A model spec, weights file or evaluation data set cannot be used (base of the cases below)."""

@@ -15,13 +15,14 @@ from typing import Any
 
 from .dtypes import DTYPES, FORMAT_2_0_DTYPES
 from .errors import MalformedHeaderError, OffsetOutOfRangeError, UnknownCodecError, UnsafePathError
+from .layouts import LAYOUT_KINDS, ROWS, MatrixLayout
 from .tiling import VALUE_OFFSET, TileLayout
 
 STORAGE_KINDS = ("raw", "int8", "hevc", "alias")
 #: dtypes an ``int8`` or ``hevc`` tensor may be restored to (the float32 result is rounded to them)
 QUANTIZABLE_DTYPES = ("float64", "float32", "float16", "bfloat16")
 COMPRESSIONS = ("none", "zstd")
-QUANT_SCHEMES = ("symmetric-int8",)
+QUANT_SCHEMES = ("symmetric-int8", "affine-int8")
 #: Granularities a file can hold (``auto`` is an encoder setting, resolved before writing).
 STORED_GRANULARITIES = ("per-tensor", "per-channel", "per-channel-2d")
 MODEL_KINDS = ("state_dict", "module", "safetensors", "hf-folder")
@@ -51,6 +52,10 @@ MAX_FILES = 10_000
 MAX_SHARDS = 10_000
 #: Largest carried file (decompressed): 2**34 bytes, 16 GiB.
 MAX_CARRIED_FILE_BYTES = 2**34
+#: ``stored_dtype`` conversions a ``raw`` tensor may use (section 5.1): stored -> restored dtypes.
+STORED_DTYPES = {"float16": ("float32", "float64")}
+#: Longest string of the informative ``plan`` record (section 3.5).
+MAX_PLAN_TEXT = 4096
 
 
 def fail(message: str):
@@ -114,6 +119,7 @@ class QuantInfo:
     scales: Segment
     guard_db: float | None  # the guard's figure in dB (None when per-tensor int8 is exact)
     scheme: str = "symmetric-int8"
+    zero_points: Segment | None = None  # affine-int8: one int8 per scale
     col_scales: Segment | None = None  # "per-channel-2d" (version 2.1): one float32 per matrix column
 
     def n_scales(self, shape: tuple[int, ...]) -> int:
@@ -126,6 +132,8 @@ class QuantInfo:
     def to_json(self) -> dict:
         out = {"scheme": self.scheme, "granularity": self.granularity, "axis": self.axis,
                "guard_db": self.guard_db, "scales": self.scales.to_json()}
+        if self.zero_points is not None:
+            out["zero_points"] = self.zero_points.to_json()
         if self.col_scales is not None:
             out["col_scales"] = self.col_scales.to_json()
         return out
@@ -155,10 +163,21 @@ class QuantInfo:
             n_cols = cls.n_col_scales(shape)
             if col_scales.compression != "none" or col_scales.length != 4 * n_cols:
                 fail(f"{where}.col_scales must hold {n_cols} uncompressed float32 values")
-        info = cls(granularity, axis, scales, guard, scheme, col_scales)
+        elif "col_scales" in obj:
+            fail(f"{where}: only per-channel-2d scales have col_scales")
+        zero_points = None
+        if scheme == "affine-int8":
+            if col_scales is not None:
+                fail(f"{where}: per-channel-2d scales are symmetric-int8 only")
+            zero_points = Segment.from_json(obj.get("zero_points"), f"{where}.zero_points")
+        elif "zero_points" in obj:
+            fail(f"{where}: only the affine-int8 scheme has zero_points")
+        info = cls(granularity, axis, scales, guard, scheme, zero_points=zero_points, col_scales=col_scales)
         n_scales = info.n_scales(shape)
         if scales.compression != "none" or scales.length != 4 * n_scales:
             fail(f"{where}.scales must hold {n_scales} uncompressed float32 values")
+        if zero_points is not None and (zero_points.compression != "none" or zero_points.length != n_scales):
+            fail(f"{where}.zero_points must hold {n_scales} uncompressed int8 values")
         return info
 
 
@@ -169,6 +188,7 @@ class HevcInfo:
     layout: TileLayout
     chroma: str
     value_offset: int = VALUE_OFFSET
+    matrix_layout: MatrixLayout = ROWS  # how the tensor became the matrix (written only if not rows)
     # informative: how the stream was made
     qp: int | None = None
     lossless: bool = False
@@ -185,13 +205,16 @@ class HevcInfo:
         return self.layout.frames
 
     def to_json(self) -> dict:
-        return {
-            "codec": "hevc", "matrix": [self.layout.rows, self.layout.cols], "value_offset": self.value_offset,
-            **self.layout.to_json(), "frames": self.layout.frames, "chroma": self.chroma,
-            "qp": self.qp, "lossless": self.lossless, "preset": self.preset, "x265_params": self.x265_params,
-            "encoder": self.encoder, "stream": self.stream,
+        out = {"codec": "hevc", "matrix": [self.layout.rows, self.layout.cols]}
+        if not self.matrix_layout.is_default:
+            out["layout"] = self.matrix_layout.to_json()
+        out.update({
+            "value_offset": self.value_offset, **self.layout.to_json(), "frames": self.layout.frames,
+            "chroma": self.chroma, "qp": self.qp, "lossless": self.lossless, "preset": self.preset,
+            "x265_params": self.x265_params, "encoder": self.encoder, "stream": self.stream,
             **({"decoded_crc32": self.decoded_crc32} if self.decoded_crc32 is not None else {}),
-        }
+        })
+        return out
 
     @classmethod
     def from_json(cls, obj: Any, where: str, numel: int, shape: tuple[int, ...], stream_bytes: int) -> "HevcInfo":
@@ -202,8 +225,12 @@ class HevcInfo:
         if len(matrix) != 2 or not all(_is_int(v) and 0 < v <= MAX_ELEMENTS for v in matrix):
             fail(f"{where}.matrix must be [rows, cols] of positive integers")
         rows, cols = matrix
-        if rows * cols != numel or (shape and rows != shape[0]):
-            fail(f"{where}.matrix {rows}x{cols} is not the {list(shape)} tensor viewed as [shape[0], rest]")
+        matrix_layout = matrix_layout_from_json(obj.get("layout"), f"{where}.layout", shape)
+        if (rows, cols) != matrix_layout.matrix_shape(shape):
+            if matrix_layout.is_default:
+                fail(f"{where}.matrix {rows}x{cols} is not the {list(shape)} tensor viewed as [shape[0], rest]")
+            fail(f"{where}.matrix {rows}x{cols} is not the {matrix_layout.describe()} layout of the {list(shape)} "
+                 "tensor")
         values = {key: get(obj, key, int, where) for key in ("tile_height", "tile_width", "grid_rows", "grid_cols")}
         low, high = TILE_SIDE_RANGE
         for key, length in (("tile_height", rows), ("tile_width", cols)):
@@ -247,8 +274,29 @@ class HevcInfo:
         decoded_crc32 = obj.get("decoded_crc32")
         if decoded_crc32 is not None and not (_is_int(decoded_crc32) and 0 <= decoded_crc32 < 2**32):
             fail(f"{where}.decoded_crc32 must be an unsigned 32-bit integer")
-        return cls(layout=layout, chroma=chroma, value_offset=VALUE_OFFSET, qp=qp, lossless=lossless,
-                   stream=stream, decoded_crc32=decoded_crc32, **text)
+        return cls(layout=layout, chroma=chroma, value_offset=VALUE_OFFSET, matrix_layout=matrix_layout, qp=qp,
+                   lossless=lossless, stream=stream, decoded_crc32=decoded_crc32, **text)
+
+
+def matrix_layout_from_json(obj: Any, where: str, shape: tuple[int, ...]) -> MatrixLayout:
+    """The ``layout`` member of an ``hevc`` object (section 5.3.1); absent means ``rows``."""
+    if obj is None:
+        return ROWS
+    if not isinstance(obj, dict):
+        fail(f"{where} must be an object")
+    kind = get(obj, "kind", str, where)
+    if kind not in LAYOUT_KINDS:
+        raise UnknownCodecError(f"{where} uses unknown layout {kind!r}")
+    if kind == "rows":
+        return ROWS
+    blocks = get(obj, "blocks_per_row", int, where)
+    if not 1 <= blocks <= MAX_ELEMENTS:
+        fail(f"{where}.blocks_per_row must be an integer from 1 to 2**40")
+    layout = MatrixLayout("mosaic", blocks)
+    problem = layout.check(shape)
+    if problem:
+        fail(f"{where}: {problem}")
+    return layout
 
 
 @dataclass(frozen=True)
@@ -262,6 +310,7 @@ class TensorInfo:
     data: Segment | None  # None for "alias" only
     quant: QuantInfo | None = None
     hevc: HevcInfo | None = None
+    stored_dtype: str | None = None  # raw only: the dtype of the stored elements when not ``dtype``
     alias_of: str | None = None  # "alias": the earlier tensor whose values this one has
     tied: bool = False  # "alias": the source shared one storage (decode shares it too); else a copy
 
@@ -271,7 +320,7 @@ class TensorInfo:
 
     @property
     def stored_bytes(self) -> int:
-        """Bytes this tensor takes in the payload (data and scales; 0 for an alias)."""
+        """Bytes this tensor takes in the payload (data, scales, column scales and zero points; 0 for an alias)."""
         return sum(segment.length for _, segment in self.segments())
 
     def segments(self) -> list[tuple[str, Segment]]:
@@ -280,6 +329,8 @@ class TensorInfo:
             found.append((f"{self.name} scales", self.quant.scales))
             if self.quant.col_scales is not None:
                 found.append((f"{self.name} column scales", self.quant.col_scales))
+            if self.quant.zero_points is not None:
+                found.append((f"{self.name} zero points", self.quant.zero_points))
         return found
 
     def to_json(self) -> dict:
@@ -288,6 +339,8 @@ class TensorInfo:
             out.update({"alias_of": self.alias_of, "tied": self.tied})
             return out
         out["data"] = self.data.to_json()
+        if self.stored_dtype is not None:
+            out["stored_dtype"] = self.stored_dtype
         if self.quant is not None:
             out["quant"] = self.quant.to_json()
         if self.hevc is not None:
@@ -322,6 +375,15 @@ class TensorInfo:
                 fail(f"{where}.tied must be true or false")
             return cls(name, dtype, shape, storage, None, alias_of=get(item, "alias_of", str, where), tied=tied)
         data = Segment.from_json(item.get("data"), f"{where}.data")
+        stored_dtype = item.get("stored_dtype")
+        if stored_dtype is not None:
+            if not isinstance(stored_dtype, str):
+                fail(f"{where}.stored_dtype must be a string")
+            if storage != "raw":
+                fail(f"{where}: only raw tensors have a stored_dtype")
+            if dtype not in STORED_DTYPES.get(stored_dtype, ()):
+                raise UnknownCodecError(f"{where} stores {dtype} as {stored_dtype!r}, which is not a conversion of "
+                                        "section 5.1")
         quant = None
         if storage in ("int8", "hevc"):
             if dtype not in QUANTIZABLE_DTYPES:
@@ -330,7 +392,7 @@ class TensorInfo:
                 fail(f"{where}: a {storage} tensor must have a floating-point dtype, not {dtype!r}")
             quant = QuantInfo.from_json(get(item, "quant", dict, where), f"{where}.quant", shape)
         if storage in ("raw", "int8"):
-            size = numel * (1 if storage == "int8" else DTYPES[dtype].itemsize)
+            size = numel * (1 if storage == "int8" else DTYPES[stored_dtype or dtype].itemsize)
             if data.compression == "none" and data.length != size:
                 fail(f"{where}.data holds {data.length} bytes, its shape and dtype need {size}")
             if data.compression == "zstd" and size > MAX_ZSTD_RATIO * data.length:
@@ -342,7 +404,7 @@ class TensorInfo:
             if not shape:
                 fail(f"{where}: a scalar cannot be HEVC-coded")
             hevc = HevcInfo.from_json(get(item, "hevc", dict, where), f"{where}.hevc", numel, shape, data.length)
-        return cls(name, dtype, shape, storage, data, quant, hevc)
+        return cls(name, dtype, shape, storage, data, quant, hevc, stored_dtype)
 
 
 def check_relative_path(path: Any, where: str) -> str:
@@ -515,6 +577,98 @@ class ModelInfo:
             fail(f"model.shards: tensor {missing!r} is in no shard")
 
 
+def _plan_text(obj: dict, key: str, where: str, *, required: bool = False) -> str | None:
+    value = obj.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_PLAN_TEXT:
+        fail(f"{where}.{key} must be a non-empty string of at most {MAX_PLAN_TEXT} characters")
+    return value
+
+
+def _plan_number(obj: dict, key: str, where: str, *, low: float | None = None) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+            or (low is not None and value < low):
+        fail(f"{where}.{key} must be a finite number" + (f" >= {low:g}" if low is not None else "") + " or null")
+    return value
+
+
+@dataclass(frozen=True)
+class PlanRecord:
+    """How the encoder chose every tensor's storage (section 3.5; informative, written by budgeted encodes)."""
+
+    method: str  # how layer sensitivity was measured: "fisher", "data-free", ...
+    objective: str  # "max-drop" (an accuracy budget) or "target-size"
+    budget: float  # score points (max-drop) or bytes (target-size)
+    met: bool  # False: a best-effort file that misses the budget
+    calibration: str | None = None  # what the calibration data was
+    calibration_samples: int | None = None
+    reference_score: float | None = None  # the float model's score on the calibration data
+    score: float | None = None  # this file's score on the calibration data
+    predicted_loss: float | None = None  # the sensitivity model's predicted loss of this plan
+    candidates: int | None = None  # options coded and measured
+    seconds: float | None = None
+    layers: dict[str, float] = field(default_factory=dict)  # tensor name -> its predicted loss
+
+    @property
+    def drop(self) -> float | None:
+        if self.reference_score is None or self.score is None:
+            return None
+        return self.reference_score - self.score
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = {"method": self.method, "objective": self.objective, "budget": self.budget,
+                               "met": self.met}
+        if self.calibration is not None or self.calibration_samples is not None:
+            out["calibration"] = {"description": self.calibration, "samples": self.calibration_samples}
+        for key in ("reference_score", "score", "predicted_loss", "candidates", "seconds"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.layers:
+            out["layers"] = dict(self.layers)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: Any, names: set[str]) -> "PlanRecord":
+        where = "plan"
+        if not isinstance(obj, dict):
+            fail("plan must be an object")
+        method = _plan_text(obj, "method", where, required=True)
+        objective = _plan_text(obj, "objective", where, required=True)
+        budget = _plan_number(obj, "budget", where, low=0)
+        if budget is None:
+            fail("plan.budget must be a finite number >= 0")
+        met = obj.get("met")
+        if not isinstance(met, bool):
+            fail("plan.met must be true or false")
+        description = samples = None
+        calibration = obj.get("calibration")
+        if calibration is not None:
+            if not isinstance(calibration, dict):
+                fail("plan.calibration must be an object or null")
+            description = _plan_text(calibration, "description", "plan.calibration")
+            samples = calibration.get("samples")
+            if samples is not None and not (_is_int(samples) and 0 <= samples <= MAX_ELEMENTS):
+                fail("plan.calibration.samples must be an integer from 0 to 2**40 or null")
+        numbers = {key: _plan_number(obj, key, where) for key in ("reference_score", "score", "predicted_loss")}
+        seconds = _plan_number(obj, "seconds", where, low=0)
+        candidates = obj.get("candidates")
+        if candidates is not None and not (_is_int(candidates) and 0 <= candidates <= MAX_ELEMENTS):
+            fail("plan.candidates must be an integer from 0 to 2**40 or null")
+        layers = obj.get("layers", {})
+        if not isinstance(layers, dict):
+            fail("plan.layers must be an object")
+        for name, value in layers.items():
+            if name not in names:
+                fail(f"plan.layers names {name!r}, which is not a tensor of the file")
+            _plan_number(layers, name, "plan.layers", low=0)
+        return cls(method, objective, budget, met, description, samples, candidates=candidates, seconds=seconds,
+                   layers=dict(layers), **numbers)
+
+
 @dataclass
 class Header:
     """The whole header. ``version``, ``payload_length`` and ``file_length`` come from the prefix."""
@@ -523,15 +677,35 @@ class Header:
     model: ModelInfo = field(default_factory=ModelInfo)
     producer: str = ""
     metadata: dict = field(default_factory=dict)
+    plan: PlanRecord | None = None
     version: tuple[int, int] = (1, 0)
     payload_length: int = 0
     file_length: int = 0
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "producer": self.producer, "model": self.model.to_json(),
             "tensors": [t.to_json() for t in self.tensors], "metadata": self.metadata,
         }
+        if self.plan is not None:
+            out["plan"] = self.plan.to_json()
+        return out
+
+    def minor_version(self) -> int:
+        """The lowest minor version of format 2 that describes this header: 1 if it uses a member
+        of 2.1 (aliases, column scales, the dtypes added to the table, ``safetensors`` and
+        ``hf-folder`` models; a non-``rows`` layout, ``stored_dtype``, the ``affine-int8`` scheme,
+        ``plan``), else 0."""
+        uses_21 = self.plan is not None or self.model.kind in MODEL_KINDS_2_1 or any(
+            t.storage == "alias" or t.dtype not in FORMAT_2_0_DTYPES or t.stored_dtype is not None
+            or (t.hevc is not None and not t.hevc.matrix_layout.is_default)
+            or (t.quant is not None and (t.quant.scheme != "symmetric-int8" or t.quant.col_scales is not None))
+            for t in self.tensors)
+        return 1 if uses_21 else 0
+
+    def required_minor(self) -> int:
+        """:meth:`minor_version` (the minor version a reader needs for this header)."""
+        return self.minor_version()
 
     @classmethod
     def from_json(cls, doc: Any) -> "Header":
@@ -559,7 +733,10 @@ class Header:
         producer = doc.get("producer", "")
         if not isinstance(producer, str):
             fail("producer must be a string")
-        return cls(tensors=tensors, model=model, producer=producer, metadata=metadata)
+        plan = doc.get("plan")
+        if plan is not None:
+            plan = PlanRecord.from_json(plan, set(by_name))
+        return cls(tensors=tensors, model=model, producer=producer, metadata=metadata, plan=plan)
 
     def segments(self) -> list[tuple[str, Segment]]:
         found = [("module skeleton", self.model.skeleton)] if self.model.skeleton is not None else []
@@ -567,15 +744,6 @@ class Header:
         for t in self.tensors:
             found.extend(t.segments())
         return found
-
-    def required_minor(self) -> int:
-        """The minor version of format 2 a reader needs for this header: 1 if it uses anything
-        added in 2.1 (aliases, column scales, the dtypes added to the table, safetensors and hf-folder
-        models), else 0."""
-        new = (self.model.kind in MODEL_KINDS_2_1
-               or any(t.storage == "alias" or t.dtype not in FORMAT_2_0_DTYPES
-                      or (t.quant is not None and t.quant.col_scales is not None) for t in self.tensors))
-        return 1 if new else 0
 
     def validate(self, payload_length: int) -> None:
         """Every segment inside ``[0, payload_length)`` and no two overlapping (section 2, step 8)."""
@@ -591,5 +759,5 @@ class Header:
             previous_end, previous_what = end, what
 
 
-__all__ = ["CarriedFile", "Header", "HevcInfo", "ModelInfo", "QuantInfo", "Segment", "ShardInfo", "TensorInfo",
-           "check_file_set", "check_relative_path"]
+__all__ = ["CarriedFile", "Header", "HevcInfo", "ModelInfo", "PlanRecord", "QuantInfo", "Segment", "ShardInfo",
+           "TensorInfo", "check_file_set", "check_relative_path", "matrix_layout_from_json"]

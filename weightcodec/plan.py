@@ -21,6 +21,8 @@ import torch
 from .config import EncodeConfig, HevcSettings, _last_match
 from .dtypes import from_torch
 from .errors import ConfigError, ModelLoadError
+from .header import PlanRecord
+from .layouts import ROWS, MatrixLayout
 from .policy import head_targets, hevc_noise_db, looks_like_transformer, qp_for_target, role_layout, signal_db, tensor_role
 from .quant import choose_granularity, quantize
 from .report import Notice
@@ -50,16 +52,34 @@ class TensorPlan:
     tied: bool = False  # for alias: the two shared one storage in the source (decoded as one tensor again)
     axis: int = 0  # the channel axis of per-channel scales
     col_scales: bool = False  # per-channel (axis 0) rows plus one scale per column (weightcodec.colscales)
+    layout: MatrixLayout = ROWS  # for hevc: how the tensor becomes the coded matrix (weightcodec.layouts)
+    stored_dtype: str | None = None  # for raw: store the elements in this dtype (float16), restore to ``dtype``
+    scheme: str = "symmetric-int8"  # for int8 and hevc: "symmetric-int8" | "affine-int8" (weightcodec.quant)
 
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
+
+    def describe(self) -> str:
+        """A short label: ``hevc qp 28 per-channel mosaic/8``, ``int8 per-tensor``, ``raw float16``."""
+        if self.storage == "raw":
+            return f"raw {self.stored_dtype or self.dtype}"
+        text = f"{self.storage}"
+        if self.storage == "hevc":
+            text += " lossless" if self.hevc.lossless else f" qp {self.hevc.qp}"
+        text += f" {self.granularity}"
+        if self.scheme != "symmetric-int8":
+            text += " affine"
+        if self.storage == "hevc" and not self.layout.is_default:
+            text += f" {self.layout.describe()}"
+        return text
 
 
 @dataclass(frozen=True)
 class EncodePlan:
     tensors: list[TensorPlan]
     notices: list[Notice] = field(default_factory=list)
+    record: PlanRecord | None = None  # how the plan was chosen (budgeted encodes), written into the header
 
     def count(self, storage: str) -> int:
         return sum(1 for t in self.tensors if t.storage == storage)
@@ -290,5 +310,6 @@ def guard_notices(tensors: list[TensorPlan]) -> list[Notice]:
     return notices
 
 
-__all__ = ["EncodePlan", "STORAGE_KINDS", "TensorPlan", "alias_plan", "check_patterns", "find_aliases", "guard_notices",
-           "plan_encode", "plan_tensor", "plan_transformer_tensor", "storage_kind", "uses_transformer_policy"]
+__all__ = ["EncodePlan", "PlanRecord", "STORAGE_KINDS", "TensorPlan", "alias_plan", "check_patterns", "find_aliases",
+           "guard_notices", "plan_encode", "plan_tensor", "plan_transformer_tensor", "storage_kind",
+           "uses_transformer_policy"]

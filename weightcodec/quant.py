@@ -1,8 +1,16 @@
-"""Symmetric int8 quantization, per tensor (the paper's) or per output channel.
+"""int8 quantization, per tensor (the paper's) or per output channel; symmetric or affine.
 
-``scale = max|W| / 127``, zero point 0, ``q = round(W / scale)`` clipped to [-127, 127]; the
-error of every element is at most ``scale / 2`` of its own channel (or tensor). A tensor (or
-channel) that is all zeros gets scale 1.0 so that nothing divides by zero; its values are 0.
+Symmetric (``symmetric-int8``, the default): ``scale = max|W| / 127``, zero point 0,
+``q = round(W / scale)`` clipped to [-127, 127]; the error of every element is at most ``scale / 2``
+of its own channel (or tensor). A tensor (or channel) that is all zeros gets scale 1.0 so that
+nothing divides by zero; its values are 0.
+
+Affine (``affine-int8``, chosen by the allocation where it pays): the range ``[lo, hi] = [min(W, 0),
+max(W, 0)]`` is cut into 254 steps, ``scale = (hi - lo) / 254``, zero point
+``z = round(-lo / scale) - 127`` in [-127, 127] (so 0 is exact), ``q = round(W / scale) + z`` clipped to
+[-127, 127], restored as ``(q - z) * scale``. It uses all 255 levels whatever the asymmetry of the
+weights, and a model that was itself quantized to 255 levels ("narrow-range" uint8, as TensorFlow
+Lite's weights are) is restored exactly.
 """
 
 from __future__ import annotations
@@ -26,9 +34,16 @@ class QuantizedTensor:
     scales: np.ndarray  # float32, shape (1,) per tensor or (shape[axis],) per channel
     granularity: str  # "per-tensor" | "per-channel"
     axis: int = 0
+    zero_points: np.ndarray | None = None  # int8, as ``scales``: affine-int8 only
     col_scales: np.ndarray | None = None  # float32, one per matrix column (see weightcodec.colscales)
 
+    @property
+    def scheme(self) -> str:
+        return "symmetric-int8" if self.zero_points is None else "affine-int8"
+
     def dequantize(self) -> np.ndarray:
+        if self.zero_points is not None:
+            return dequantize_affine(self.values, self.scales, self.zero_points, axis=self.axis)
         out = dequantize(self.values, self.scales, axis=self.axis)
         if self.col_scales is not None:
             from .colscales import apply_col_scales
@@ -231,3 +246,70 @@ def choose_granularity(weights: np.ndarray, requested: str, *, threshold_db: flo
     if chosen == "per-channel" and np.ndim(weights) < 2:
         chosen = "per-tensor"
     return chosen, figure
+
+
+# --- affine int8 ------------------------------------------------------------------------------
+SCHEMES = ("symmetric-int8", "affine-int8")
+#: Steps of the affine range: 255 levels, -127..127, like the symmetric scheme's.
+AFFINE_STEPS = 2 * QMAX
+
+
+def compute_affine(weights: np.ndarray, granularity: str, *, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 scale(s) and int8 zero point(s) of the affine scheme (see the module docstring)."""
+    w = np.asarray(weights, dtype=np.float32)
+    if granularity == "per-tensor":
+        flat = w.reshape(1, -1)
+    elif granularity == "per-channel":
+        if w.ndim < 2:
+            raise ConfigError(f"per-channel quantization needs a tensor with >= 2 dims, got shape {w.shape}")
+        flat = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+    else:
+        raise ConfigError(f"granularity must be 'per-tensor' or 'per-channel', got {granularity!r}")
+    if flat.size == 0:
+        return np.ones(flat.shape[0], np.float32), np.zeros(flat.shape[0], np.int8)
+    if not np.all(np.isfinite(flat)):
+        raise ConfigError("cannot quantize a tensor that contains NaN or infinity")
+    lo = np.minimum(flat.min(axis=1).astype(np.float64), 0.0)
+    hi = np.maximum(flat.max(axis=1).astype(np.float64), 0.0)
+    scales = ((hi - lo) / AFFINE_STEPS).astype(np.float32)
+    scales[scales == 0] = 1.0
+    zero_points = np.clip(np.rint(-lo / scales.astype(np.float64)) - QMAX, -QMAX, QMAX).astype(np.int8)
+    return scales, zero_points
+
+
+def quantize_affine(weights: np.ndarray, granularity: str = "per-tensor", *, axis: int = 0) -> QuantizedTensor:
+    """Quantize ``weights`` to affine int8 (values and zero points in [-127, 127])."""
+    w = np.asarray(weights, dtype=np.float32)
+    scales, zero_points = compute_affine(w, granularity, axis=axis)
+    if granularity == "per-channel":
+        view = _broadcast_shape(w.ndim, axis, scales.size)
+        s, z = scales.reshape(view), zero_points.reshape(view).astype(np.float32)
+    else:
+        s, z = scales[0], np.float32(zero_points[0])
+    q = np.clip(np.rint(w / s) + z, -QMAX, QMAX).astype(np.int8)
+    return QuantizedTensor(values=q, scales=scales, granularity=granularity, axis=axis, zero_points=zero_points)
+
+
+def dequantize_affine(values: np.ndarray, scales: np.ndarray, zero_points: np.ndarray, *, axis: int = 0) -> np.ndarray:
+    """float32 reconstruction ``(values - zero_point) * scale`` (the difference is exact in float32)."""
+    v = np.asarray(values).astype(np.float32)
+    s = np.asarray(scales, dtype=np.float32)
+    z = np.asarray(zero_points).astype(np.float32)
+    if s.size == 1:
+        v -= z.reshape(())
+        v *= s.reshape(())
+    else:
+        view = _broadcast_shape(v.ndim, axis, s.size)
+        v -= z.reshape(view)
+        v *= s.reshape(view)
+    return v
+
+
+def quantize_scheme(weights: np.ndarray, granularity: str, scheme: str = "symmetric-int8", *,
+                    axis: int = 0) -> QuantizedTensor:
+    """Quantize with ``scheme`` (``symmetric-int8`` or ``affine-int8``)."""
+    if scheme == "affine-int8":
+        return quantize_affine(weights, granularity, axis=axis)
+    if scheme != "symmetric-int8":
+        raise ConfigError(f"quantization scheme must be one of {SCHEMES}, got {scheme!r}")
+    return quantize(weights, granularity, axis=axis)

@@ -370,13 +370,14 @@ def digits(
 # By name
 # --------------------------------------------------------------------------------------------
 
-DATASETS: tuple[str, ...] = ("imagenet", "mnist", "digits")
+DATASETS: tuple[str, ...] = ("imagenet", "mnist", "digits", "fashion-mnist")
 
 #: Folder of each dataset inside the shared assets directory (digits ships with scikit-learn).
 DATASET_ASSET_DIRS: dict[str, str | None] = {
     "imagenet": "imagenet-val1000",
     "mnist": "mnist",
     "digits": None,
+    "fashion-mnist": None,  # the Debian package dataset-fashion-mnist (weightcodec.evaluation.imagesets)
 }
 
 
@@ -412,6 +413,10 @@ def make_loader(
         if root is not None:
             raise DatasetError("the digits dataset ships with scikit-learn and takes no root folder")
         return digits(split="test", limit=limit)
+    if dataset == "fashion-mnist":  # the test split of the Debian package (or ``root``)
+        from .imagesets import fashion_mnist
+
+        return fashion_mnist("test", limit=limit, root=root)
     if root is None:
         asset_dir = DATASET_ASSET_DIRS[dataset]
         assert asset_dir is not None

@@ -15,6 +15,9 @@ Registered entries:
     a plain ``torch.nn.Sequential`` classifier for scikit-learn's 8x8 digits (64 -> 512 -> 512 -> 10).
 ``"mnist-mlp"``
     The MNIST MLP of the shared assets (``mnist/mlp_784_500_250_10.pth``), on the MNIST test set.
+``"fmnist-resnet"``
+    A conv-only ResNet-8 trained here on Fashion-MNIST (``data/fmnist_resnet.pt``, made by
+    ``python -m tools.train_cnn``), on the Fashion-MNIST test set (Debian ``dataset-fashion-mnist``).
 ``"mobilenet_v2"``
     torchvision's MobileNetV2 with the shared asset's weights, which came from TensorFlow, hence
     the ``tf-inception`` preprocessing on ImageNet-val1000.
@@ -43,6 +46,7 @@ from torch import nn
 
 from ..errors import AssetNotFoundError, DatasetError, EvaluationError, UnknownModelError
 from .assets import locate
+from .convnets import fmnist_resnet
 from .datasets import DATASETS, PREPROCESSINGS
 from .metrics import METRICS
 from .text import TEXT_DATASETS, load_text_model, text_model_folder
@@ -145,6 +149,9 @@ register(ModelSpec(
 register(ModelSpec(
     name="mnist-mlp", build=MnistMLP, weights="mnist/mlp_784_500_250_10.pth", dataset="mnist",
     description="the MNIST MLP of the shared assets (784 -> 500 -> 250 -> 10)"))
+register(ModelSpec(
+    name="fmnist-resnet", build=fmnist_resnet, weights="data/fmnist_resnet.pt", dataset="fashion-mnist",
+    description="conv-only ResNet-8 on Fashion-MNIST (data/fmnist_resnet.pt; retrain: python -m tools.train_cnn)"))
 register(ModelSpec(
     name="gpt2-tiny", build=functools.partial(load_text_model, "gpt2-tiny"), weights="folder", dataset="austen-test",
     metric="perplexity",

@@ -18,7 +18,7 @@ import torch
 from ..backends import FrameCodec
 from ..header import HevcInfo, Segment
 from ..plan import TensorPlan
-from ..quant import QuantizedTensor, quantize
+from ..quant import QuantizedTensor, quantize, quantize_scheme
 
 #: ``read(segment, what, expected_size, max_size=None)``: the segment's verified, decompressed bytes.
 SegmentReader = Callable[..., bytes]
@@ -46,6 +46,7 @@ class CodedTensor:
     data: bytes
     compression: str = "none"  # of ``data``
     scales: bytes | None = None  # float32 little-endian, quantized tensors only
+    zero_points: bytes | None = None  # int8, affine-int8 tensors only
     axis: int = 0
     col_scales: bytes | None = None  # float32 little-endian, with plan.col_scales only
     hevc: HevcInfo | None = None
@@ -84,8 +85,11 @@ def to_float32(array: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def quantize_planned(array: np.ndarray, plan: TensorPlan) -> QuantizedTensor:
-    """The tensor's int8 values and scales at the plan's granularity (and column scales); axis-0
-    quantization works in row chunks (no float32 copy of the whole tensor)."""
+    """The tensor's int8 values and scales at the plan's granularity, scheme and column scales
+    (symmetric axis-0: in row chunks, no float32 copy of the whole tensor; affine, column scales
+    and other axes: on the float32 tensor)."""
+    if plan.scheme != "symmetric-int8":
+        return quantize_scheme(to_float32(array, plan.dtype), plan.granularity, plan.scheme)
     if plan.col_scales:
         from ..colscales import quantize_with_col_scales
 
@@ -107,6 +111,23 @@ def col_scales_bytes(q: QuantizedTensor) -> bytes | None:
     return None if q.col_scales is None else q.col_scales.astype("<f4").tobytes()
 
 
+def zero_points_bytes(q: QuantizedTensor) -> bytes | None:
+    return None if q.zero_points is None else q.zero_points.astype(np.int8).tobytes()
+
+
+def read_zero_points(entry, ctx: DecodeContext) -> np.ndarray | None:
+    """The int8 zero points of an affine-int8 tensor (None for symmetric-int8), each in [-127, 127]."""
+    from ..errors import CorruptStreamError
+
+    if entry.quant.zero_points is None:
+        return None
+    raw = ctx.read(entry.quant.zero_points, f"tensor {entry.name!r} zero points", None)
+    zero_points = np.frombuffer(raw, dtype=np.int8)
+    if zero_points.size and zero_points.min() < -127:
+        raise CorruptStreamError(f"tensor {entry.name!r} has zero point -128, outside [-127, 127]")
+    return zero_points.copy()
+
+
 def read_scales(entry, ctx: DecodeContext, *, columns: bool = False) -> np.ndarray | None:
     """The entry's (row) scales, or with ``columns`` its column scales (None when it has none)."""
     from ..errors import CorruptStreamError
@@ -123,4 +144,4 @@ def read_scales(entry, ctx: DecodeContext, *, columns: bool = False) -> np.ndarr
 
 
 __all__ = ["CodedTensor", "DecodeContext", "EncodeContext", "SegmentReader", "as_numpy", "col_scales_bytes",
-           "quantize_planned", "read_scales", "scales_bytes", "to_float32"]
+           "quantize_planned", "read_scales", "read_zero_points", "scales_bytes", "to_float32", "zero_points_bytes"]

@@ -20,32 +20,33 @@ from ..plan import TensorPlan
 from ..quant import QuantizedTensor
 from ..tiling import TileLayout, frames_to_matrix, matrix_to_frames, plan_tiles
 from . import int8
-from .base import CodedTensor, DecodeContext, EncodeContext, col_scales_bytes, quantize_planned, read_scales, scales_bytes
+from .base import (CodedTensor, DecodeContext, EncodeContext, col_scales_bytes, quantize_planned, read_scales,
+                   read_zero_points, scales_bytes, zero_points_bytes)
 
 NAME = "hevc"
 
 
 def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
-    """The tensor viewed as a matrix: ``(shape[0], prod(shape[1:]))``."""
+    """The tensor viewed as a matrix in the ``rows`` layout: ``(shape[0], prod(shape[1:]))``."""
     return shape[0], math.prod(shape[1:])
 
 
 def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTensor:
     started = time.perf_counter()
-    rows, cols = matrix_shape(plan.shape)
+    rows, cols = plan.layout.matrix_shape(plan.shape)
     settings = plan.hevc.for_matrix(rows * cols)
     q = quantize_planned(array, plan)
     layout = plan_tiles(rows, cols, max_height=settings.max_tile_height, max_width=settings.max_tile_width)
-    matrix = q.values.reshape(rows, cols)
+    matrix = plan.layout.to_matrix(q.values)
     frames = matrix_to_frames(matrix, layout)
-    scales, axis, col_scales = scales_bytes(q), q.axis, col_scales_bytes(q)
+    scales, zero_points, axis, col_scales = scales_bytes(q), zero_points_bytes(q), q.axis, col_scales_bytes(q)
     if not ctx.verify:  # the int8 copy is not needed while x265 codes the frames
         del q, matrix
     # threads only when capped, so that a FrameCodec without the keyword still works in one process
     stream = ctx.backend.encode(frames, settings) if ctx.threads is None else \
         ctx.backend.encode(frames, settings, threads=ctx.threads)
     info = HevcInfo(
-        layout=layout, chroma=settings.chroma, qp=None if settings.lossless else settings.qp,
+        layout=layout, chroma=settings.chroma, matrix_layout=plan.layout, qp=None if settings.lossless else settings.qp,
         lossless=settings.lossless, preset=settings.preset, x265_params=settings.x265_params(),
         encoder=f"libx265 ({ctx.backend.name} backend)", stream=parse_stream_info(stream).to_json(),
     )
@@ -56,7 +57,8 @@ def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTens
         rmse, max_err = error.rmse, int(error.max_abs)
         info = replace(info, decoded_crc32=zlib.crc32(decoded))
     del frames
-    return CodedTensor(plan, stream, scales=scales, axis=axis, col_scales=col_scales, hevc=info, int8_rmse=rmse,
+    return CodedTensor(plan, stream, scales=scales, zero_points=zero_points, axis=axis, col_scales=col_scales,
+                       hevc=info, int8_rmse=rmse,
                        int8_max_error=max_err, seconds=time.perf_counter() - started)
 
 
@@ -81,7 +83,9 @@ def decode_matrix(backend: FrameCodec, stream: bytes, info: HevcInfo, name: str)
 
 def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[torch.Tensor, QuantizedTensor]:
     scales = read_scales(entry, ctx)
+    zero_points = read_zero_points(entry, ctx)
     col_scales = read_scales(entry, ctx, columns=True)
     stream = ctx.read(entry.data, f"tensor {entry.name!r}", None)
-    values = decode_matrix(ctx.backend, stream, entry.hevc, entry.name).reshape(entry.shape)
-    return int8.restore(entry, values, scales, col_scales)
+    values = entry.hevc.matrix_layout.from_matrix(decode_matrix(ctx.backend, stream, entry.hevc, entry.name),
+                                                  entry.shape)
+    return int8.restore(entry, values, scales, zero_points, col_scales)

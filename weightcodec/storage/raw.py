@@ -19,15 +19,20 @@ NAME = "raw"
 
 def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTensor:
     started = time.perf_counter()
+    if plan.stored_dtype is not None:  # float32/float64 stored as float16: round to nearest, ties to even
+        array = np.asarray(array).astype(np.dtype(plan.stored_dtype).newbyteorder("<"))
     data, compression = maybe_compress(np.ascontiguousarray(array).tobytes(), ctx.zstd_level)
     return CodedTensor(plan, data, compression, seconds=time.perf_counter() - started)
 
 
 def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[torch.Tensor, None]:
     dtype = DTYPES[entry.dtype]
-    raw = ctx.read(entry.data, f"tensor {entry.name!r}", entry.numel * dtype.itemsize)
+    stored = DTYPES[entry.stored_dtype] if entry.stored_dtype else dtype
+    raw = ctx.read(entry.data, f"tensor {entry.name!r}", entry.numel * stored.itemsize)
     if not raw:
         return torch.empty(entry.shape, dtype=dtype.torch), None
+    if stored is not dtype:  # float16 widened exactly to float32/float64
+        return torch.frombuffer(bytearray(raw), dtype=stored.torch).reshape(entry.shape).to(dtype.torch), None
     if dtype.name == "bool" and raw.translate(None, b"\x00\x01"):
         raise CorruptStreamError(f"tensor {entry.name!r} is bool but holds bytes other than 0 and 1")
     # read as bytes, then reinterpret: works for every dtype of the table (float8, uint64, ...)
