@@ -307,6 +307,37 @@ class Study:
                      qp_range=[min(qps.values()), max(qps.values())] if qps else None, layer_qps=qps,
                      bits=8 * size / count, matrix_bytes=size, score=self._score(state))
 
+    def budget_rows(self, drops: list[float], qps: list[int]) -> None:
+        """:func:`weightcodec.allocation.encode_to_budget` with an accuracy budget on this model's own
+        score (perplexity: a drop of 1 point = +1 % perplexity; cosine: 1 point = 0.01 of mean
+        cosine), data-free sensitivities, its candidates per-row / per-tensor symmetric int8 at
+        ``qps`` (the allocation has no column scales); the file found is decoded and scored here."""
+        from weightcodec.allocation import AccuracyBudget, SearchSpace, encode_to_budget
+        from weightcodec.errors import BudgetError
+
+        ref = self.reference[self.subject.headline]
+
+        def points(state) -> float:
+            value = self.subject.score(state)[self.subject.headline]
+            return -100.0 * value / ref if self.subject.metric == "perplexity" else 100.0 * value
+
+        space = SearchSpace(qps=tuple(qps), schemes=("symmetric-int8",), layouts=False, float16=False)
+        for drop in drops:
+            started = time.perf_counter()
+            try:
+                answer = encode_to_budget(self.subject.loaded, None, budget=AccuracyBudget(
+                    max_drop=drop, score=points, reference=points(None)), space=space, best_effort=True)
+            except BudgetError as exc:
+                self.progress(f"{self.subject.name}: budget {drop}: {exc}")
+                continue
+            report = answer.result.report
+            matrix = sum(l.stored_bytes for l in report.layers if l.storage in ("int8", "hevc"))
+            decoded = api.decode(answer.result.data)
+            self.add("budget", f"accuracy budget {drop:g} points (allocation)", max_drop=drop, met=answer.met,
+                     bits=8 * matrix / self.quantized_elements, matrix_bytes=matrix, file_bytes=report.total_bytes,
+                     evaluations=len(answer.evaluations), search_seconds=round(time.perf_counter() - started, 1),
+                     score=self._score(decoded.state_dict))
+
     def real_default_row(self) -> None:
         """``wcodec encode FOLDER`` then ``wcodec decode``: the default, for real."""
         started = time.perf_counter()
@@ -372,7 +403,7 @@ def plot(result: dict, out: Path) -> list[Path]:
         if pts:
             ax.plot(*zip(*pts), marker="*", markersize=10, label="policy (fidelity targets)")
         for row in model["rows"]:
-            if row["kind"] in ("int8", "rtn4", "default"):
+            if row["kind"] in ("int8", "rtn4", "default", "budget"):
                 ax.scatter([row["bits_per_weight"]], [row[key]], marker="x" if row["kind"] != "default" else "P", s=60,
                            zorder=5)
                 ax.annotate(row["label"].split(" (")[0].split(",")[0], (row["bits_per_weight"], row[key]), fontsize=7,
@@ -412,7 +443,8 @@ def _floats(text: str) -> list[float]:
 
 
 def run_study(subject: Subject, *, cache: Path, sweep_qps: list[int], role_qps: list[int], shifts: list[float],
-              parts: set[str], progress: Callable[[str], None]) -> dict:
+              parts: set[str], progress: Callable[[str], None], budgets: list[float] = (1.0,),
+              budget_qps: list[int] = (16, 22, 28)) -> dict:
     """Every row of one model (see the module doc)."""
     config = EncodeConfig(policy="transformer")
     subject.plan = plan_encode(subject.state_dict, config, heads=subject.loaded.heads).tensors
@@ -429,6 +461,8 @@ def run_study(subject: Subject, *, cache: Path, sweep_qps: list[int], role_qps: 
         study.sweep_rows(sweep_qps)
     if "roles" in parts:
         study.role_rows(role_qps)
+    if "budget" in parts:
+        study.budget_rows(budgets, budget_qps)
     float_bytes = sum(t.numel() * t.element_size() for t in subject.state_dict.values())
     return {"name": subject.name, "metric": subject.metric, "quantized_tensors": len(subject.quantized),
             "quantized_elements": study.quantized_elements, "float32_bytes": float_bytes,
@@ -446,11 +480,14 @@ def run_study(subject: Subject, *, cache: Path, sweep_qps: list[int], role_qps: 
 @click.option("--shifts", default="-6,-3,0,3,6", show_default=True,
               help="Shifts (dB) of the policy's fidelity targets: the default's rate-fidelity curve.")
 @click.option("--parts", default="baselines,policy,sweep,roles", show_default=True,
-              help="Which rows: baselines, policy, sweep, roles.")
+              help="Which rows: baselines, policy, sweep, roles, budget (accuracy budgets through the allocation).")
+@click.option("--budgets", default="1", show_default=True,
+              help="Accuracy budgets (points: % perplexity increase, or 0.01 of mean cosine) of the budget rows.")
+@click.option("--budget-qps", default="16,22,28", show_default=True, help="QPs the budget search may use.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Score on the first N tokens (perplexity) or sentences (cosine) only: a quick run.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch threads.")
-def main(models, out, cache, sweep_qps, role_qps, shifts, parts, limit, threads):
+def main(models, out, cache, sweep_qps, role_qps, shifts, parts, budgets, budget_qps, limit, threads):
     """Bits per weight against perplexity / embedding cosine for Transformers (see the module doc)."""
     torch.set_num_threads(threads)
     if cache is None:
@@ -467,7 +504,8 @@ def main(models, out, cache, sweep_qps, role_qps, shifts, parts, limit, threads)
             subject = registry_subject(name, limit)
             result["models"].append(run_study(subject, cache=cache, sweep_qps=_ints(sweep_qps), role_qps=_ints(role_qps),
                                               shifts=_floats(shifts), parts=set(parts.split(",")),
-                                              progress=lambda text: click.echo(text, err=True)))
+                                              progress=lambda text: click.echo(text, err=True),
+                                              budgets=_floats(budgets), budget_qps=_ints(budget_qps)))
     except WeightcodecError as exc:
         raise click.ClickException(str(exc)) from None
     result["seconds"] = round(time.perf_counter() - started, 1)
