@@ -227,3 +227,35 @@ def test_minilm_is_scored_by_cosine_through_the_registry():
     state = load_file(str(evaluator.weights / "model.safetensors"))
     state["encoder.layer.0.output.dense.weight"] = torch.zeros_like(state["encoder.layer.0.output.dense.weight"])
     assert evaluator.score(state)["cosine"] < 0.999
+
+
+def test_transformer_study_quick_variant(tmp_path):
+    """tools/transformer_study on a toy Transformer with a score of its own: the composed default
+    row is the real encode, baselines and an accuracy budget through the allocation come out."""
+    from tools.transformer_study import Subject, markdown, run_study
+    from weightcodec.modelio import LoadedModel
+
+    state = transformer_state()
+
+    def score(decoded):
+        if decoded is None:
+            return {"cosine": 1.0, "worst": 1.0}
+        noise = sum(float((decoded[k].float() - state[k]).pow(2).sum()) for k in state)
+        signal = sum(float(state[k].pow(2).sum()) for k in state)
+        return {"cosine": 1 - noise / signal, "worst": 1 - noise / signal}
+
+    subject = Subject("toy", LoadedModel("state_dict", state), score, "cosine")
+    result = run_study(subject, cache=tmp_path, sweep_qps=[28], role_qps=[28], shifts=[-3.0, 0.0],
+                       parts={"baselines", "policy", "sweep", "budget"}, progress=lambda text: None,
+                       budgets=[2.0], budget_qps=[22, 28])
+    rows = {r["label"]: r for r in result["rows"]}
+    default, real = rows["default policy"], rows["wcodec encode (default), real file"]
+    assert real["matches_composed"] and real["matrix_bytes"] == default["matrix_bytes"]
+    assert real["cosine"] == pytest.approx(default["cosine"])
+    assert rows["policy, targets -3 dB"]["bits_per_weight"] < default["bits_per_weight"]
+    assert default["bits_per_weight"] < rows["int8 per-channel + zstd"]["bits_per_weight"]
+    budget = rows["accuracy budget 2 points (allocation)"]
+    assert budget["met"] and budget["cosine"] >= 0.98 - 1e-9
+    assert {"policy QP 28", "per-row QP 28", "per-tensor QP 28"} <= rows.keys()
+    text = markdown({"generated": "today", "machine": {}, "models": [result]})
+    assert "| default policy |" in text
