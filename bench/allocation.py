@@ -176,7 +176,10 @@ def main(model_name, weights, calib, held, fisher_samples, budgets, data_free, d
             key = option.plan.describe().split(" qp")[0] if option.plan.storage != "raw" else "raw"
             mix[key] = mix.get(key, 0) + 1
         row("allocation", answer.result.data, max_drop=budget, search_s=seconds, scored_points=len(answer.evaluations),
-            met=answer.met, predicted_loss=answer.record.predicted_loss, storage_mix=mix)
+            met=answer.met, predicted_loss=answer.record.predicted_loss, storage_mix=mix,
+            choices={n: o.plan.describe() for n, o in chosen.items() if o.plan.storage != "raw"},
+            search_points=[{"bytes": e.bytes, "top1_calib": round(e.score, 3), "predicted_loss": e.loss}
+                           for e in sorted(answer.evaluations, key=lambda e: e.bytes)])
     timings["search_s"] = searches
     timings["allocation_total_s_first_budget"] = round(timings["fisher_s"] + timings["analysis_s"]
                                                        + (searches[0] if searches else 0), 1)

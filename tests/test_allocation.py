@@ -88,6 +88,21 @@ def test_frontier_walks_from_cheapest_to_most_accurate_monotonically():
     assert front.index_for_bytes(19) is None and front.index_for_bytes(10**6) == len(front.points) - 1
 
 
+def test_hevc_is_tried_with_per_channel_scales_where_they_help_or_when_asked():
+    from weightcodec.allocation.candidates import hevc_quantizers
+
+    def int8(granularity, loss):
+        return Option(TensorPlan("w", "int8", "float32", (4, 4), granularity=granularity), 10, loss, loss)
+
+    close = [int8("per-tensor", 1.0), int8("per-channel", 0.9)]
+    assert [p.granularity for p in hevc_quantizers(close, 2)] == ["per-tensor"]
+    assert sorted(p.granularity for p in hevc_quantizers(close, 2, per_channel=True)) == ["per-channel",
+                                                                                        "per-tensor"]
+    far = [int8("per-tensor", 1.0), int8("per-channel", 0.1)]
+    assert [p.granularity for p in hevc_quantizers(far, 2)] == ["per-channel", "per-tensor"]
+    assert [p.granularity for p in hevc_quantizers(far, 1)] == ["per-channel"]
+
+
 # --- a tiny trained classifier --------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny():

@@ -114,4 +114,4 @@ def test_committed_model_is_accurate(data_root):
     x, y = imagesets.fashion_mnist_tensors("test", limit=1000)
     with torch.no_grad():
         top1 = float((model(x).argmax(1) == y).float().mean()) * 100
-    assert top1 > 65.0  # measured 69.95 % on all 10 000 (one epoch of training, see data/README.md)
+    assert top1 > 85.0  # measured 88.65 % on all 10 000 (4 epochs, see data/README.md)

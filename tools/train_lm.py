@@ -142,12 +142,15 @@ def log(msg: str) -> None:
 @click.option("--patience", default=4, help="stop after this many evaluations without improvement")
 @click.option("--min-delta", default=0.002, help="relative validation-loss improvement that counts")
 @click.option("--max-minutes", default=60.0, help="wall-time budget for the training loop")
+@click.option("--stop-step", type=int, default=None,
+              help="stop after this many steps of the --max-steps schedule (reproduces a run that a wall-time "
+                   "budget stopped, without depending on the clock)")
 @click.option("--threads", default=2, help="torch threads (the machine is shared)")
 @click.option("--seed", default=0)
 def main(out: Path | None, corpus_root: Path | None, vocab_size: int, n_layer: int, n_embd: int, n_head: int,
          seq_len: int, dropout: float, batch_size: int, lr: float, min_lr_ratio: float, weight_decay: float,
          warmup: int, max_steps: int, eval_every: int, eval_tokens: int, patience: int, min_delta: float,
-         max_minutes: float, threads: int, seed: int) -> None:
+         max_minutes: float, stop_step: int | None, threads: int, seed: int) -> None:
     """Train the gpt2-tiny causal LM and save it as a Hugging Face folder plus training.json."""
     try:
         run(**locals())
@@ -157,7 +160,7 @@ def main(out: Path | None, corpus_root: Path | None, vocab_size: int, n_layer: i
 
 def run(*, out, corpus_root, vocab_size, n_layer, n_embd, n_head, seq_len, dropout, batch_size, lr,
         min_lr_ratio, weight_decay, warmup, max_steps, eval_every, eval_tokens, patience, min_delta, max_minutes,
-        threads, seed) -> None:
+        threads, seed, stop_step=None) -> None:
     hparams = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # tokenizers' thread pool
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -244,6 +247,9 @@ def run(*, out, corpus_root, vocab_size, n_layer, n_embd, n_head, seq_len, dropo
                 break
             if elapsed > max_minutes * 60:
                 stop_reason = f"time budget of {max_minutes} min"
+                break
+            if stop_step is not None and step >= stop_step:
+                stop_reason = f"--stop-step {stop_step}"
                 break
     train_seconds = time.time() - train_started
     model.load_state_dict(best[2])

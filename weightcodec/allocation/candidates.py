@@ -54,6 +54,7 @@ class SearchSpace:
     granularities: tuple[str, ...] = GRANULARITIES
     schemes: tuple[str, ...] = SCHEMES
     hevc_quantizers: int = 2  # HEVC is tried with at most this many of the int8 quantizers (see measure_options)
+    hevc_per_channel: bool = False  # always also try HEVC with the best per-channel quantizer (slower search)
     layouts: bool = True  # try mosaic layouts for k x k convolutions
     hevc: bool = True
     int8: bool = True
@@ -132,7 +133,7 @@ def candidate_plans(name: str, tensor: torch.Tensor, config: EncodeConfig, space
     return plans
 
 
-def hevc_quantizers(int8_options: list["Option"], limit: int) -> list[TensorPlan]:
+def hevc_quantizers(int8_options: list["Option"], limit: int, *, per_channel: bool = False) -> list[TensorPlan]:
     """The int8 plans whose quantizer HEVC is tried with: the most accurate per-tensor one and, if its
     predicted loss is at most 0.8 of that, the most accurate per-channel one (per-channel scales cost
     bytes; where they barely help, HEVC's own error swamps the difference) -- at most ``limit``."""
@@ -144,7 +145,7 @@ def hevc_quantizers(int8_options: list["Option"], limit: int) -> list[TensorPlan
     chosen = []
     if "per-tensor" in best:
         chosen.append(best["per-tensor"])
-    if "per-channel" in best and (not chosen or best["per-channel"].loss <= 0.8 * chosen[0].loss):
+    if "per-channel" in best and (per_channel or not chosen or best["per-channel"].loss <= 0.8 * chosen[0].loss):
         chosen.append(best["per-channel"])
     chosen.sort(key=lambda o: o.loss)
     return [o.plan for o in chosen[:limit]]
@@ -250,7 +251,7 @@ def measure_options(
             if option.plan.storage == "int8":
                 by_tensor.setdefault(option.plan.name, []).append(option)
         for name, int8_options in by_tensor.items():
-            for plan in hevc_quantizers(int8_options, space.hevc_quantizers):
+            for plan in hevc_quantizers(int8_options, space.hevc_quantizers, per_channel=space.hevc_per_channel):
                 second.extend(hevc_plans(plan, config, space))
         total = sum(p.numel for p in first) + sum(p.numel for p in second)
         if second:
