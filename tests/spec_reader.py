@@ -34,7 +34,12 @@ NUMPY_DTYPES = {
     "float64": np.dtype("<f8"), "float32": np.dtype("<f4"), "float16": np.dtype("<f2"),
     "bfloat16": np.dtype("<u2"), "int64": np.dtype("<i8"), "int32": np.dtype("<i4"),
     "int16": np.dtype("<i2"), "int8": np.dtype("i1"), "uint8": np.dtype("u1"), "bool": np.dtype("?"),
+    # version 2.1 (raw only): numpy has no float8 / float4: their one-byte bit patterns
+    "uint16": np.dtype("<u2"), "uint32": np.dtype("<u4"), "uint64": np.dtype("<u8"), "complex64": np.dtype("<c8"),
+    "float8_e4m3fn": np.dtype("u1"), "float8_e4m3fnuz": np.dtype("u1"), "float8_e5m2": np.dtype("u1"),
+    "float8_e5m2fnuz": np.dtype("u1"), "float8_e8m0fnu": np.dtype("u1"), "float4_e2m1fn_x2": np.dtype("u1"),
 }
+QUANTIZABLE = ("float64", "float32", "float16", "bfloat16")  # section 3.1
 
 
 class SpecError(Exception):
@@ -142,10 +147,49 @@ def zstd_frame(raw: bytes, expected: int | None) -> bytes:
 def read_file(data: bytes, *, decoder: "HevcDecoder | None" = None) -> list[Restored]:
     """Every tensor of the file, in header order."""
     doc, payload, _, _ = read_layout(data)
-    out = []
+    out: list[Restored] = []
     for entry in doc["tensors"]:
+        if entry["storage"] == "alias":  # section 5.4: the values of an earlier, non-alias tensor
+            target = next((r for r in out if r.name == entry["alias_of"]), None)
+            source = next((e for e in doc["tensors"] if e["name"] == entry["alias_of"]), None)
+            if target is None or source is None or source["storage"] == "alias" \
+                    or (source["dtype"], source["shape"]) != (entry["dtype"], entry["shape"]):
+                raise SpecError("malformed header", f"alias {entry['name']!r}")
+            out.append(Restored(entry["name"], entry["dtype"], target.array.copy(), target.int8, target.scales))
+            continue
         out.append(restore(entry, payload, decoder))
     return out
+
+
+def check_name(path: object) -> str:
+    """Section 3.4's file-name rule (GUESS: "control character" read as U+0000-U+001F and U+007F)."""
+    if not isinstance(path, str) or not path or path.startswith("/") or "\\" in path \
+            or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        raise SpecError("malformed header", f"unsafe file name {path!r}")
+    parts = path.split("/")
+    if len(path.encode("utf-8")) > 1024 or len(parts) > 16 or any(p in ("", ".", "..") for p in parts) \
+            or any(len(p.encode("utf-8")) > 255 for p in parts):
+        raise SpecError("malformed header", f"unsafe file name {path!r}")
+    return path
+
+
+def read_folder(data: bytes) -> tuple[dict[str, list[str]], dict[str, bytes]]:
+    """Section 3.4: the shards (file -> tensor names) and the carried files (path -> bytes) of a
+    ``safetensors`` / ``hf-folder`` file, names checked, carried files decompressed."""
+    doc, payload, _, _ = read_layout(data)
+    model = doc["model"]
+    if model["kind"] not in ("safetensors", "hf-folder"):
+        return {}, {}
+    shards = {check_name(s["file"]): list(s["tensors"]) for s in model["shards"]}
+    files = {check_name(f["path"]): read_segment(payload, f["data"], f["size"]) for f in model.get("files", [])}
+    names = list(shards) + list(files) if model["kind"] == "hf-folder" else list(files)
+    folded = [n.casefold() for n in names]
+    if len(set(folded)) != len(folded) or any(a.startswith(b + "/") for a in folded for b in folded):
+        raise SpecError("malformed header", "colliding file names")
+    listed = [n for names_ in shards.values() for n in names_]
+    if sorted(listed) != sorted(t["name"] for t in doc["tensors"]):
+        raise SpecError("malformed header", "shards do not list every tensor exactly once")
+    return shards, files
 
 
 def _numel(shape: list[int]) -> int:
@@ -177,10 +221,23 @@ def restore(entry: dict, payload: memoryview, decoder: "HevcDecoder | None") -> 
     quant = entry["quant"]
     if quant["scheme"] not in ("symmetric-int8", "affine-int8"):
         raise SpecError("unknown codec", quant["scheme"])
-    n_scales = 1 if quant["granularity"] == "per-tensor" else shape[quant["axis"]]
+    if dtype not in QUANTIZABLE:
+        raise SpecError("malformed header", f"a quantized tensor of dtype {dtype}")
+    granularity = quant["granularity"]
+    if granularity not in ("per-tensor", "per-channel", "per-channel-2d"):
+        raise SpecError("unknown codec", granularity)
+    n_scales = 1 if granularity == "per-tensor" else shape[quant["axis"]]
     scales = np.frombuffer(read_segment(payload, quant["scales"], 4 * n_scales), "<f4")
     if not np.all(np.isfinite(scales) & (scales > 0)):
         raise SpecError("corrupt stream", "scales must be finite and > 0")  # section 3.2
+    col_scales = None
+    if granularity == "per-channel-2d":  # section 3.2, version 2.1
+        if quant["axis"] != 0 or len(shape) < 2:
+            raise SpecError("malformed header", "per-channel-2d needs axis 0 and 2 dimensions")
+        col_scales = np.frombuffer(read_segment(payload, quant["col_scales"], 4 * (numel // shape[0] if shape[0] else 0)),
+                                   "<f4")
+        if not np.all(np.isfinite(col_scales) & (col_scales > 0)):
+            raise SpecError("corrupt stream", "column scales must be finite and > 0")
     zero_points = None
     if quant["scheme"] == "affine-int8":  # section 3.2: n int8 zero points, each in [-127, 127]
         zero_points = np.frombuffer(read_segment(payload, quant["zero_points"], n_scales), np.int8)
@@ -194,13 +251,15 @@ def restore(entry: dict, payload: memoryview, decoder: "HevcDecoder | None") -> 
         values = hevc_values(entry, payload, shape, decoder)
     else:
         raise SpecError("unknown codec", storage)
-    return Restored(name, dtype, dequantize(values, scales, quant, dtype, zero_points), values, scales.copy())
+    return Restored(name, dtype, dequantize(values, scales, quant, dtype, zero_points, col_scales), values,
+                    scales.copy())
 
 
 def dequantize(values: np.ndarray, scales: np.ndarray, quant: dict, dtype: str,
-               zero_points: np.ndarray | None = None) -> np.ndarray:
+               zero_points: np.ndarray | None = None, col_scales: np.ndarray | None = None) -> np.ndarray:
     """Section 5.2: ``w = int8 x scale[c]`` (affine: ``(int8 - zero_point[c]) x scale[c]``, the
-    difference exact in float32) in float32, then cast to the dtype."""
+    difference exact in float32) in float32 (then ``x col_scale[k]`` for per-channel-2d), then cast
+    to the dtype."""
     v = values.astype(np.float32)
     if quant["granularity"] == "per-tensor":
         if zero_points is not None:
@@ -213,6 +272,8 @@ def dequantize(values: np.ndarray, scales: np.ndarray, quant: dict, dtype: str,
         if zero_points is not None:
             v = v - zero_points.astype(np.float32).reshape(view)
         w = v * scales.reshape(view)
+    if col_scales is not None:
+        w = (w.reshape(w.shape[0], -1) * col_scales[None, :]).astype(np.float32).reshape(values.shape)
     return cast_float32(w.astype(np.float32), dtype)
 
 

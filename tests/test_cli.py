@@ -98,7 +98,7 @@ def test_pickled_module_round_trip_through_the_cli(runner, tmp_path):
         (["info", "{missing}"], "no such file"),
         (["decode", "{text}", "-o", "{tmp}/o.pt"], "not a wcodec file"),
         (["info", "{model}"], "looks like a PyTorch file: compress it with `wcodec encode"),
-        (["encode", "{tmp}"], "is a directory: `wcodec encode` takes a model file"),
+        (["encode", "{tmp}"], "holds no model weights: expected model.safetensors"),
         (["encode", "{model}", "--layer-qp", "nomatch*=20"], "matches no tensor of the model"),
         (["encode", "{model}", "--layer-qp", "0.weigth=20"], "did you mean '0.weight'"),
         (["encode", "{model}", "--layer-granularity", "[=per-channel"], "matches no tensor"),

@@ -169,7 +169,7 @@ def test_evaluate_rejects_empty_loader_and_bad_output() -> None:
 
 
 def test_unknown_name_and_missing_weights_raise(tmp_path: Path) -> None:
-    with pytest.raises(UnknownModelError, match="digits-mlp, mnist-mlp, fmnist-resnet, mobilenet_v2"):
+    with pytest.raises(UnknownModelError, match="digits-mlp, mnist-mlp, fmnist-resnet, gpt2-tiny, all-minilm-l6-v2, mobilenet_v2"):
         get_model_spec("no-such-model")  # the message lists the registered names
     with pytest.raises(UnknownModelError):
         build_model("no-such-model")
@@ -341,11 +341,14 @@ def test_assets_location_and_missing_data(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_registered_models_and_their_data() -> None:
-    assert registered_models() == ["digits-mlp", "mnist-mlp", "fmnist-resnet", "mobilenet_v2"]
-    assert available_models()[:4] == registered_models() and "resnet18" in available_models()
+    assert registered_models() == ["digits-mlp", "mnist-mlp", "fmnist-resnet", "gpt2-tiny", "all-minilm-l6-v2",
+                                   "mobilenet_v2"]
+    assert available_models()[:6] == registered_models() and "resnet18" in available_models()
     assert [(get_model_spec(n).dataset, get_model_spec(n).preprocessing) for n in registered_models()] == [
-        ("digits", None), ("mnist", None), ("fashion-mnist", None), ("imagenet", "tf-inception")]
-    assert {get_model_spec(n).metric for n in registered_models()} == {"top1"}
+        ("digits", None), ("mnist", None), ("fashion-mnist", None), ("austen-test", None), ("austen-sentences", None),
+        ("imagenet", "tf-inception")]
+    assert [get_model_spec(n).metric for n in registered_models()] == [
+        "top1", "top1", "top1", "perplexity", "cosine", "top1"]
 
 
 @pytest.mark.parametrize("name", ["digits-mlp", "mnist-mlp", "fmnist-resnet", "mobilenet_v2"])

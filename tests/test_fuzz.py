@@ -97,16 +97,18 @@ def test_corpus_covers_every_storage_kind(corpus):
         for t in fuzz.tensors_of(wf):
             kinds.add(t["storage"])
             dtypes.add(t["dtype"])
-            compressions.add(t["data"].get("compression", "none"))
+            compressions.add(t.get("data", {}).get("compression", "none"))
             if t["storage"] == "hevc":
                 chroma.add(t["hevc"]["chroma"])
                 if t["hevc"]["frames"] > 1:
                     kinds.add("hevc multi-tile")
             if t.get("quant"):
                 kinds.add(t["quant"]["granularity"])
-    assert {"raw", "int8", "hevc", "hevc multi-tile", "per-tensor", "per-channel"} <= kinds
-    assert {"float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool"} <= dtypes
-    assert compressions == {"none", "zstd"} and chroma == {"yuv420p", "gray"} and models == {"state_dict", "module"}
+    assert {"raw", "int8", "hevc", "hevc multi-tile", "per-tensor", "per-channel", "alias", "per-channel-2d"} <= kinds
+    assert {"float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool",
+            "uint16", "uint32", "uint64", "float8_e4m3fn", "float8_e5m2", "float4_e2m1fn_x2", "complex64"} <= dtypes
+    assert compressions == {"none", "zstd"} and chroma == {"yuv420p", "gray"}
+    assert models == {"state_dict", "module", "hf-folder"}
 
 
 def test_mutants_are_reproducible(corpus):

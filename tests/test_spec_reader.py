@@ -22,6 +22,9 @@ def corpus() -> fuzz.Corpus:
 def as_numpy(tensor: torch.Tensor) -> np.ndarray:
     if tensor.dtype == torch.bfloat16:
         return tensor.view(torch.int16).numpy().view(np.uint16)
+    if tensor.element_size() == 1 and not tensor.dtype.is_complex and tensor.dtype not in (torch.int8, torch.uint8,
+                                                                                          torch.bool):
+        return tensor.view(torch.uint8).numpy()  # float8 / float4: bit patterns, as the spec reader returns them
     return tensor.numpy()
 
 
@@ -52,8 +55,10 @@ def test_spec_reader_matches_decode_bit_exactly(corpus, decoder):
                 q = reference.quantized[r.name]
                 assert np.array_equal(r.int8, q.values), (name, r.name)
                 assert r.scales.tobytes() == np.asarray(q.scales, np.float32).tobytes(), (name, r.name)
-            storage = next(t.storage for t in reference.header.tensors if t.name == r.name)
-            checked.add((storage, r.dtype))
+            entry = next(t for t in reference.header.tensors if t.name == r.name)
+            checked.add((entry.storage, r.dtype))
+            if entry.quant is not None:
+                checked.add((entry.storage, entry.quant.granularity, entry.quant.axis))
     # every storage kind, and the dtypes whose conversion rules matter, were compared
     assert {("hevc", "float32"), ("hevc", "float16"), ("hevc", "bfloat16"), ("int8", "float32"),
             ("int8", "bfloat16"), ("raw", "bfloat16"), ("raw", "bool")} <= checked
@@ -61,6 +66,30 @@ def test_spec_reader_matches_decode_bit_exactly(corpus, decoder):
     planned = {t.name: t for t in api.read_header(corpus.files["planned-2.1"]).tensors}
     assert planned["conv.weight"].hevc.matrix_layout.kind == "mosaic"
     assert planned["fc.weight"].quant.scheme == "affine-int8" and planned["bn.var"].stored_dtype == "float16"
+    # format 2.1: aliases, per-channel-2d and axis-1 scales, the raw-only dtypes
+    assert {("alias", "float32"), ("hevc", "per-channel-2d", 0), ("int8", "per-channel-2d", 0),
+            ("hevc", "per-channel", 1), ("raw", "uint64"), ("raw", "float8_e4m3fn"), ("raw", "float4_e2m1fn_x2"),
+            ("raw", "complex64")} <= checked
+
+
+def test_spec_reader_reads_folders_as_decode_does(corpus):
+    data = corpus.files["v2.1-hf-folder"]
+    shards, files = spec_reader.read_folder(data)
+    reference = api.decode(data)
+    assert files == reference.files
+    assert shards == {s.file: list(s.tensors) for s in reference.header.model.shards}
+    header, payload = fuzz_unpack(data)
+    header["model"]["files"][0]["path"] = "../escape"
+    from weightcodec.container import pack_raw
+
+    with pytest.raises(spec_reader.SpecError, match="unsafe file name"):
+        spec_reader.read_folder(pack_raw(header, payload, minor=1))
+
+
+def fuzz_unpack(data: bytes):
+    from weightcodec.container import unpack_raw
+
+    return unpack_raw(data)
 
 
 @pytest.mark.skipif(not DECODERS, reason="no second HEVC decoder")

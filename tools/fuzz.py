@@ -56,7 +56,7 @@ import time
 import traceback
 import zlib
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -212,6 +212,10 @@ def iter_segments(doc: Any):
     model = doc.get("model")
     if isinstance(model, dict) and isinstance(model.get("skeleton"), dict):
         yield "skeleton", None, model["skeleton"]
+    if isinstance(model, dict) and isinstance(model.get("files"), list):  # format 2.1: carried files
+        for f in model["files"]:
+            if isinstance(f, dict) and isinstance(f.get("data"), dict):
+                yield "file", None, f["data"]
     tensors = doc.get("tensors")
     if isinstance(tensors, list):
         for t in tensors:
@@ -222,6 +226,8 @@ def iter_segments(doc: Any):
             quant = t.get("quant")
             if isinstance(quant, dict) and isinstance(quant.get("scales"), dict):
                 yield "scales", t, quant["scales"]
+            if isinstance(quant, dict) and isinstance(quant.get("col_scales"), dict):
+                yield "col_scales", t, quant["col_scales"]
 
 
 def _int(v: Any) -> bool:
@@ -485,6 +491,46 @@ def _corpus_models(seed: int):
     return raw_all, raw_zstd, int8_tensor, int8_channel, hevc_single, hevc_multi, hevc_gray, module, mixed
 
 
+def _corpus_v21(seed: int):
+    """Format 2.1 seeds: a Transformer-like state_dict (per-channel-2d and axis-1 scales, an alias
+    of each kind, the raw-only dtypes) and a Hugging Face folder (shards and carried files)."""
+    import torch
+
+    from weightcodec.formats.hf_folder import FolderFile, WeightsLayout
+    from weightcodec.header import ShardInfo
+    from weightcodec.modelio import LoadedModel
+
+    g = torch.Generator().manual_seed(seed + 21)
+
+    def randn(*shape, scale=0.1):
+        return torch.randn(*shape, generator=g) * scale
+
+    embedding = randn(40, 24)
+    transformer = OrderedDict([
+        ("model.embed_tokens.weight", embedding),  # embedding role: per-channel along axis 1, hevc
+        ("model.layers.0.self_attn.q_proj.weight", randn(24, 24) * torch.linspace(0.2, 3, 24)),  # per-channel-2d
+        ("model.layers.0.mlp.up_proj.weight", randn(8, 24).bfloat16()),  # small: int8 per-channel-2d
+        ("model.layers.0.input_layernorm.weight", torch.ones(24)),
+        ("lm_head.weight", embedding),  # tied: alias, shared storage
+        ("copy.weight", embedding.clone()),  # equal bytes: alias, a copy
+        ("u16", torch.arange(0, 60000, 997, dtype=torch.int32).to(torch.uint16)),
+        ("u32", torch.arange(7, dtype=torch.int64).to(torch.uint32) * 600_000_000),
+        ("u64", torch.tensor([0, 1, 2**62], dtype=torch.int64).to(torch.uint64)),
+        ("f8e4m3", randn(6).to(torch.float8_e4m3fn)),
+        ("f8e5m2", randn(6).to(torch.float8_e5m2)),
+        ("f8e8m0", (randn(5).abs() + 0.5).to(torch.float8_e8m0fnu)),
+        ("f4x2", torch.tensor([0x12, 0xF7, 0x80], dtype=torch.uint8).view(torch.float4_e2m1fn_x2)),
+        ("c64", torch.complex(randn(3), randn(3))),
+    ])
+    folder_tensors = OrderedDict([("h.0.attn.c_attn.weight", randn(24, 48)), ("h.0.ln_1.weight", torch.ones(24)),
+                                  ("wte.weight", randn(40, 24))])
+    layout = WeightsLayout("hf-folder", (
+        ShardInfo("model-00001-of-00002.safetensors", ("h.0.attn.c_attn.weight", "h.0.ln_1.weight"), {"format": "pt"}),
+        ShardInfo("model-00002-of-00002.safetensors", ("wte.weight",), {"format": "pt"}),
+    ), (FolderFile("config.json", b'{"model_type": "gpt2"}'), FolderFile("tokenizer.json", b'{"v": 1}' * 40),
+        FolderFile("model.safetensors.index.json", b"{}"), FolderFile("1_Pooling/config.json", b"")))
+    return transformer, LoadedModel("hf-folder", folder_tensors, layout=layout)
+
 def _planned_file(seed: int, config) -> bytes:
     """A format 2.1 file as a budgeted encode writes one: an HEVC mosaic of 3x3 kernels with affine
     per-channel int8, affine per-tensor int8, float16-stored raw tensors and the plan record."""
@@ -543,6 +589,10 @@ def build_corpus(seed: int = 0, *, with_streams: bool = True) -> Corpus:
     files["hevc-gray-lossless"] = api.encode(hevc_gray, config=cfg(tile=32, chroma="gray", lossless=True)).data
     files["module"] = api.encode(module, config=cfg()).data
     files["mixed"] = api.encode(mixed, config=cfg(tile=32)).data
+    # format 2.1: per-channel-2d and axis-1 scales, aliases, raw-only dtypes; a Hugging Face folder
+    transformer, folder = _corpus_v21(seed)
+    files["v2.1-transformer"] = api.encode(transformer, config=replace(cfg(tile=32), policy="transformer")).data
+    files["v2.1-hf-folder"] = api.encode(folder, config=replace(cfg(tile=32), policy="transformer")).data
     files["planned-2.1"] = _planned_file(seed, cfg(tile=32))
     # the other prefixes a reader must read: version 1 (section 8), version 2 with the header stored as is
     for name, major, compression in (("mixed", 1, 0), ("hevc-multi", 1, 0), ("int8-per-channel-zstd", 2, 0)):

@@ -26,7 +26,7 @@ from .config import EncodeConfig, HevcSettings
 from .errors import ConfigError
 from .atomic import atomic_write
 from .modelio import LoadedModel, load_source
-from .plan import storage_kind
+from .plan import storage_kind, uses_transformer_policy
 
 #: Candidate QPs of the search (the user's --qp range is not needed: the budget decides).
 DEFAULT_CANDIDATE_QPS: tuple[int, ...] = tuple(range(20, 45, 2))
@@ -105,13 +105,17 @@ def allocate_qps(
         raise ConfigError(f"target size must be a positive number of bytes, got {target_bytes!r}")
     loaded = load_source(source, trust_pickle=trust_pickle)
     state_dict = loaded.state_dict
+    # the policy is decided once for the whole model (a single tensor alone may not look like a
+    # Transformer), and the QP under test is the only one (no fidelity targets)
+    config = replace(config, policy="transformer" if uses_transformer_policy(state_dict, config) else "classic",
+                     transformer=replace(config.transformer, qp=None))
     coded = [name for name, t in state_dict.items() if storage_kind(name, t, config) == "hevc"]
     if not coded:
         raise ConfigError("the model has no HEVC-coded layer: a size budget has nothing to choose")
 
     # A whole encode at the highest QP gives the rest of the file (what is not a coded layer) and
     # every layer's option at that QP; the lower QPs are measured layer by layer.
-    top = encode(loaded, config=replace(config, hevc=replace(config.hevc, qp=qps[-1])))
+    top = encode(loaded, config=_at_qp(config, qps[-1]))
     top_bytes = {l.name: l.stored_bytes for l in top.report.layers if l.storage == "hevc"}
     top_restored = decode(top.data, backend=config.backend, as_state_dict=True).state_dict
     fixed = top.report.total_bytes - sum(top_bytes.values())
@@ -125,7 +129,7 @@ def allocate_qps(
         tensor = state_dict[name]
         measured = []
         for qp in qps[:-1]:
-            single = encode({name: tensor}, config=replace(config, hevc=replace(config.hevc, qp=qp)))
+            single = encode({name: tensor}, config=_at_qp(config, qp))
             restored = decode(single.data, backend=config.backend, as_state_dict=True).state_dict[name]
             measured.append(QpOption(qp, single.report.layers[0].stored_bytes, _relative_error(tensor, restored)))
             done += 1
@@ -136,6 +140,10 @@ def allocate_qps(
 
     layer_qp, used = choose_qps(options, target_bytes - fixed, fixed_bytes=fixed)
     return Allocation(layer_qp=layer_qp, coded_bytes=used, fixed_bytes=fixed, options=options)
+
+
+def _at_qp(config: EncodeConfig, qp: int) -> EncodeConfig:
+    return replace(config, hevc=replace(config.hevc, qp=qp), transformer=replace(config.transformer, qp=qp))
 
 
 def choose_qps(options: Mapping[str, list[QpOption]], budget: int, *, fixed_bytes: int = 0) -> tuple[dict[str, int], int]:

@@ -25,7 +25,7 @@ from .config import EncodeConfig
 from .container import ContainerReader, ContainerWriter
 from .dtypes import DTYPES
 from .errors import ConfigError, ResourceLimitError
-from .header import Header, ModelInfo, QuantInfo, TensorInfo
+from .header import CarriedFile, Header, ModelInfo, QuantInfo, TensorInfo
 from .atomic import atomic_write
 from .modelio import LoadedModel, load_source, module_skeleton, rebuild_module
 from .parallel import check_workers, default_workers, ordered_map, ordered_thread_map
@@ -45,6 +45,7 @@ class DecodeResult:
     module: torch.nn.Module | None = None
     quantized: dict[str, QuantizedTensor] = field(default_factory=dict)
     seconds: float = 0.0
+    files: dict[str, bytes] = field(default_factory=dict)  # "hf-folder": the carried files, by relative path
 
     @property
     def model(self) -> object:
@@ -80,7 +81,7 @@ def encode(
     config = config or EncodeConfig()
     started = time.perf_counter()
     loaded = load_source(source, trust_pickle=trust_pickle)
-    plan = plan_encode(loaded.state_dict, config)
+    plan = plan_encode(loaded.state_dict, config, heads=loaded.heads)
     result = encode_planned(loaded, plan, output, config=config, verify=verify, metadata=metadata, workers=workers,
                             ray=ray, progress=progress)
     return replace(result, report=replace(result.report, seconds=time.perf_counter() - started))
@@ -110,7 +111,7 @@ def encode_planned(
     backend = get_backend(config.backend) if plan.count("hevc") else None
     precoded = precoded or {}
     ready = {t.name: precoded[t.name] for t in plan.tensors if t.name in precoded and precoded[t.name].plan == t}
-    todo = [t for t in plan.tensors if t.name not in ready]
+    todo = [t for t in plan.tensors if t.name not in ready and t.storage != "alias"]  # aliases store nothing
     workers = encode_workers(EncodePlan(todo), workers) if ray is None else None
     # x265's own threads where they help: all cores for one process, the cores' share for each
     # worker of a pool (one per Ray task); no byte of the streams depends on it
@@ -133,8 +134,15 @@ def encode_planned(
             coded_todo = ordered_map(_code_tensor, todo, workers=workers,
                                      context=(state_dict, ctx), describe=lambda t: f"tensor {t.name!r}")
         coded_todo = iter(coded_todo)
-        coded_tensors = (ready[t.name] if t.name in ready else next(coded_todo) for t in plan.tensors)
-        for coded in coded_tensors:
+        for tensor_plan in plan.tensors:
+            if tensor_plan.storage == "alias":  # stored once, under the earlier name
+                entries.append(TensorInfo(tensor_plan.name, tensor_plan.dtype, tensor_plan.shape, "alias", None,
+                                          alias_of=tensor_plan.alias_of, tied=tensor_plan.tied))
+                layers.append(LayerReport(tensor_plan.name, tensor_plan.shape, tensor_plan.dtype, "alias",
+                                          tensor_plan.numel * DTYPES[tensor_plan.dtype].itemsize, 0))
+                done += tensor_plan.numel
+                continue
+            coded = ready[tensor_plan.name] if tensor_plan.name in ready else next(coded_todo)
             entry = _place(coded, writer)
             entries.append(entry)
             layers.append(_layer_report(coded, entry))
@@ -146,13 +154,18 @@ def encode_planned(
             module = loaded.module
             model = ModelInfo("module", f"{type(module).__module__}.{type(module).__qualname__}",
                               writer.add_compressible(module_skeleton(module, state_dict.keys()), level=ctx.zstd_level))
+        elif loaded.layout is not None:
+            files = tuple(CarriedFile(f.path, len(f.data), writer.add_compressible(f.data, level=19))
+                          for f in loaded.layout.files)
+            model = ModelInfo(loaded.kind, shards=loaded.layout.shards, files=files)
         header = Header(tensors=entries, model=model, producer=f"weightcodec {__version__}",
                         metadata=dict(metadata or {}), plan=plan.record)
         total_bytes, header_bytes, data = writer.finish(header)
     if progress:
         progress("", total, total)
+    notices = list(loaded.layout.notices) if loaded.layout is not None else []
     report = EncodeReport(layers, total_bytes, header_bytes, sum(l.original_bytes for l in layers),
-                          time.perf_counter() - started, list(plan.notices))
+                          time.perf_counter() - started, notices + list(plan.notices))
     return EncodeResult(data, report, Path(output) if output is not None else None)
 
 
@@ -164,7 +177,7 @@ def encode_workers(plan: EncodePlan, workers: int | None) -> int:
     """The worker count for ``plan``: ``workers`` if given, else all cores when there is enough to share."""
     if workers is not None:
         return check_workers(workers)
-    coded = [t for t in plan.tensors if t.storage == "hevc"]
+    coded = [t for t in plan.tensors if t.storage == "hevc"]  # aliases are never coded
     if len(coded) < 2 or sum(t.numel for t in coded) < MIN_PARALLEL_CODED_ELEMENTS:
         return 1
     return min(default_workers(), len(coded))
@@ -187,8 +200,11 @@ def _place(coded: CodedTensor, payload: ContainerWriter) -> TensorInfo:
     quant = None
     if coded.scales is not None:
         scales = payload.add(coded.scales)
+        col_scales = payload.add(coded.col_scales) if coded.col_scales is not None else None
         zero_points = payload.add(coded.zero_points) if coded.zero_points is not None else None
-        quant = QuantInfo(plan.granularity, coded.axis, scales, plan.guard_db, plan.scheme, zero_points)
+        granularity = "per-channel-2d" if col_scales is not None else plan.granularity
+        quant = QuantInfo(granularity, coded.axis, scales, plan.guard_db, plan.scheme, zero_points=zero_points,
+                          col_scales=col_scales)
     data = payload.add(coded.data, compression=coded.compression)
     return TensorInfo(plan.name, plan.dtype, plan.shape, plan.storage, data, quant, coded.hevc,
                       plan.stored_dtype if plan.storage == "raw" else None)
@@ -198,7 +214,10 @@ def _layer_report(coded: CodedTensor, entry: TensorInfo) -> LayerReport:
     plan = coded.plan
     common = {}
     if plan.storage != "raw":
-        common = dict(granularity=plan.granularity, guard_db=plan.guard_db, guard_switched=plan.guard_switched,
+        granularity = "per-channel-2d" if plan.col_scales else plan.granularity
+        if granularity == "per-channel" and plan.axis:
+            granularity += f" (axis {plan.axis})"
+        common = dict(granularity=granularity, guard_db=plan.guard_db, guard_switched=plan.guard_switched,
                       guard_threshold_db=plan.guard_threshold_db)
     if coded.hevc is not None:
         stream = coded.hevc.stream
@@ -223,8 +242,9 @@ MAX_SKELETON_BYTES = 64 * 1024 * 1024
 
 
 def declared_output_bytes(header: Header) -> int:
-    """Bytes of the tensors the header promises (what decoding the whole file materialises)."""
-    return sum(t.numel * DTYPES[t.dtype].itemsize for t in header.tensors)
+    """Bytes of the tensors and carried files the header promises (what decoding the whole file materialises)."""
+    return (sum(t.numel * DTYPES[t.dtype].itemsize for t in header.tensors)
+            + sum(f.size for f in header.model.files))
 
 
 def select_tensors(header: Header, only: str | Sequence[str] | None) -> list[TensorInfo]:
@@ -271,8 +291,17 @@ def iter_decoded(reader: ContainerReader, entries: Sequence[TensorInfo], *, back
     """Decode ``entries`` of an open file, yielding each tensor as soon as it and those before it
     are ready (file order). ``workers`` threads decode streams at once (None: all cores); each
     stream is decoded by one decoder thread, so the tensors are the same bits whatever the number.
-    Reads only the segments of ``entries``."""
-    needs_hevc = any(t.storage == "hevc" for t in entries)
+    Reads only the segments of ``entries`` (and of the tensors their aliases name, FORMAT.md 5.4:
+    an alias is the earlier tensor itself when tied, a copy of it otherwise)."""
+    entries = list(entries)
+    by_name = {t.name: t for t in reader.header.tensors}
+    targets = {t.alias_of for t in entries if t.storage == "alias"}
+    selected = {t.name for t in entries}
+    # the tensors actually decoded: the selected non-aliases plus the alias targets not selected
+    # (those are decoded for their aliases only and not yielded)
+    coded = [t for t in reader.header.tensors
+             if t.storage != "alias" and (t.name in selected or t.name in targets)]
+    needs_hevc = any(t.storage == "hevc" for t in coded)
     ctx = DecodeContext(read=reader.read, backend=get_backend(backend) if needs_hevc else None)
     total = sum(t.numel for t in entries)
     done = 0
@@ -289,17 +318,38 @@ def iter_decoded(reader: ContainerReader, entries: Sequence[TensorInfo], *, back
                                      f"({entry.numel * DTYPES[entry.dtype].itemsize:,} bytes)") from None
         return DecodedTensor(entry.name, tensor, q, entry)
 
-    for decoded in ordered_thread_map(one, entries, workers=decode_workers(entries, workers)):
+    kept: dict[str, DecodedTensor] = {}  # alias targets, until the file's end
+    results = ordered_thread_map(one, coded, workers=decode_workers(coded, workers))
+    pending = iter(results)
+    for entry in entries:
+        if entry.storage == "alias":  # validated: an earlier, non-alias tensor of the same dtype and shape
+            while entry.alias_of not in kept:
+                decoded = next(pending)
+                if decoded.name in targets:
+                    kept[decoded.name] = decoded
+                if decoded.name in selected:
+                    raise AssertionError("aliases follow their targets")  # pragma: no cover - header rule
+            target = kept[entry.alias_of]
+            tensor = target.tensor if entry.tied else target.tensor.clone()
+            decoded = DecodedTensor(entry.name, tensor, target.quantized, by_name[entry.name])
+        else:
+            while True:
+                decoded = next(pending)
+                if decoded.name in targets:
+                    kept[decoded.name] = decoded
+                if decoded.name == entry.name:
+                    break
         done += decoded.entry.numel
         if progress:
             progress(decoded.name, done, total)
         yield decoded
 
 
-def _check_output_size(entries: Sequence[TensorInfo], max_output_bytes: int | None) -> None:
-    declared = sum(t.numel * DTYPES[t.dtype].itemsize for t in entries)
+def _check_output_size(entries: Sequence[TensorInfo], max_output_bytes: int | None, *, extra: int = 0) -> None:
+    declared = sum(t.numel * DTYPES[t.dtype].itemsize for t in entries) + extra
     if max_output_bytes is not None and declared > max_output_bytes:
-        raise ResourceLimitError(f"the file's tensors need {declared:,} bytes, more than the limit of "
+        raise ResourceLimitError(f"the file's tensors{' and files' if extra else ''} need {declared:,} bytes, "
+                                 f"more than the limit of "
                                  f"{max_output_bytes:,} bytes")
 
 
@@ -353,14 +403,15 @@ def decode(
     The file is untrusted: every failure is a :class:`~weightcodec.errors.FormatError` (or, for
     resources, :class:`~weightcodec.errors.ResourceLimitError`), and no more memory is used than
     the header declares for its tensors (see docs/SECURITY.md). ``max_output_bytes`` refuses,
-    before decoding anything, a file whose tensors (those selected by ``only``) add up to more
-    bytes than that.
+    before decoding anything, a file whose tensors (those selected by ``only``) and carried files
+    (none with ``only``) add up to more bytes than that.
     """
     started = time.perf_counter()
     with ContainerReader(source) as reader:
         header = reader.header
         entries = select_tensors(header, only)
-        _check_output_size(entries, max_output_bytes)
+        carried = header.model.files if only is None else ()  # --only: the selected tensors, nothing else
+        _check_output_size(entries, max_output_bytes, extra=sum(f.size for f in carried))
         state_dict: OrderedDict[str, torch.Tensor] = OrderedDict()
         quantized: dict[str, QuantizedTensor] = {}
         for decoded in iter_decoded(reader, entries, backend=backend, workers=workers, progress=progress):
@@ -370,8 +421,9 @@ def decode(
         skeleton = None
         if header.model.kind == "module" and not as_state_dict and only is None:
             skeleton = reader.read(header.model.skeleton, "module skeleton", None, MAX_SKELETON_BYTES)
+        files = {f.path: reader.read(f.data, f"file {f.path!r}", f.size) for f in carried}
     module = rebuild_module(skeleton, state_dict, trust_pickle=trust_pickle) if skeleton is not None else None
-    return DecodeResult(state_dict, header, module, quantized, time.perf_counter() - started)
+    return DecodeResult(state_dict, header, module, quantized, time.perf_counter() - started, files)
 
 
 __all__ = ["DecodeResult", "DecodedTensor", "EncodeReport", "EncodeResult", "LayerReport", "Notice", "decode",

@@ -16,6 +16,7 @@ from rich.table import Table
 from . import __version__
 from .api import EncodeReport, decode, encode, read_header
 from .backends import available_backends
+from .policy import POLICIES
 from .config import (
     CHROMA_FORMATS,
     DEFAULT_MATRIX_GUARD_SQNR_DB,
@@ -30,7 +31,8 @@ from .config import (
 from .atomic import resolve_output
 from .errors import NotAWcodecFileError, WeightcodecError
 from .measure import human_bytes
-from .modelio import check_model_path, save_torch
+from .modelio import check_model_path
+from .outputs import check_output as check_decode_output, save_decoded
 
 # Wide tables when piped (rich assumes 80 columns without a terminal).
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -150,9 +152,17 @@ def main() -> None:
 @main.command("encode")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file [default: MODEL with .wcodec suffix].")
-@click.option("--qp", type=click.IntRange(0, 51), default=28, show_default=True,
-              help="HEVC quantization parameter, 0-51: higher is smaller and lossier. It is the QP written in "
-                   "the stream (x265's I-frame offset is cancelled).")
+@click.option("--qp", type=click.IntRange(0, 51), default=None,
+              help="HEVC quantization parameter, 0-51, for every coded matrix: higher is smaller and lossier. It is "
+                   "the QP written in the stream (x265's I-frame offset is cancelled). Default: 28, except for "
+                   "Transformers (see --policy), which get a QP per matrix from fidelity targets.")
+@click.option("--policy", type=click.Choice(POLICIES), default="auto", show_default=True,
+              help="How matrices are quantized and which QP each gets. classic: the paper's method, one QP, "
+                   "per-tensor scales unless the guard objects. transformer: embeddings get one scale per "
+                   "column, projections one per row and one per column, each matrix the QP that meets its "
+                   "role's fidelity target (data-free; docs/RESULTS.md, Transformer section). auto: transformer "
+                   "when the tensor names include attention projections (safetensors / Hugging Face folders "
+                   "of BERT, GPT-2, Llama...), else classic.")
 @click.option("--lossless", is_flag=True, help="Code matrices with HEVC lossless mode: int8 round-trips exactly. Lossless streams "
                    "signal level 8.5, which phone hardware decoders may refuse, and are larger than "
                    "--int8-only (zstd); prefer --int8-only for exact weights.")
@@ -221,22 +231,27 @@ def main() -> None:
 @click.option("-f", "--force", is_flag=True, help="Overwrite the output file if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-layer report as JSON on stdout.")
-def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_granularity, guard_db, matrix_guard_db, chroma, effort,
-                   preset, max_tile, max_drop, target_size, arch, calib_data, calib_limit, fisher_samples, best_effort,
-                   code_conv, int8_only, no_zstd, backend, trust_pickle, verify, workers, ray_address, force, quiet,
-                   as_json):
-    """Compress MODEL (a torch.save'd state_dict, or a pickled nn.Module with --trust-pickle).
+def encode_command(model, output, qp, policy, lossless, layer_qp, granularity, layer_granularity, guard_db, matrix_guard_db,
+                   chroma, effort, preset, max_tile, max_drop, target_size, arch, calib_data, calib_limit, fisher_samples,
+                   best_effort, code_conv, int8_only, no_zstd, backend, trust_pickle, verify, workers, ray_address, force,
+                   quiet, as_json):
+    """Compress MODEL: a torch.save'd state_dict (or a pickled nn.Module with --trust-pickle), a
+    .safetensors file, or a Hugging Face model folder (config.json + model.safetensors, or sharded
+    model-0000x-of-0000y.safetensors with their index); the folder's other files (config,
+    tokenizer...) travel inside the .wcodec file.
 
     \b
     wcodec encode model.pth --qp 28                    # one QP for every coded layer
+    wcodec encode my-hf-model/                         # a Hugging Face folder -> my-hf-model.wcodec
     wcodec encode model.pth --arch mobilenet_v2 --calib-data DIR --max-drop 1.0
     wcodec encode model.pth --target-size 2M           # per-layer choices that fit 2 MB
     """
     _run(check_model_path, model)
-    output = output or model.with_suffix(".wcodec")
+    output = output or default_output(model)
     _check_output(output, force)
-    config = _run(build_encode_config, qp=qp, lossless=lossless, layer_qp=layer_qp, granularity=granularity,
-                  layer_granularity=layer_granularity, guard_db=guard_db, matrix_guard_db=matrix_guard_db, chroma=chroma, effort=effort, preset=preset,
+    config = _run(build_encode_config, qp=qp, policy=policy, lossless=lossless, layer_qp=layer_qp, granularity=granularity,
+                  layer_granularity=layer_granularity, guard_db=guard_db, matrix_guard_db=matrix_guard_db, chroma=chroma,
+                  effort=effort, preset=preset,
                   max_tile=max_tile, code_conv=code_conv, int8_only=int8_only, no_zstd=no_zstd, backend=backend)
     budgeted = max_drop is not None or target_size is not None
     if not budgeted:
@@ -271,6 +286,14 @@ def encode_command(model, output, qp, lossless, layer_qp, granularity, layer_gra
     _print_notices(report)
     console.print(f"wrote [bold]{output}[/]: {human_bytes(report.total_bytes)} from {human_bytes(report.original_bytes)} "
                   f"({report.ratio:.1f}x) in {report.seconds:.1f} s", highlight=False)
+
+
+def default_output(model: Path) -> Path:
+    """MODEL with the .wcodec suffix; for a folder, FOLDER.wcodec beside it."""
+    if model.is_dir():
+        model = model.resolve()
+        return model.parent / f"{model.name}.wcodec"
+    return model.with_suffix(".wcodec")
 
 
 def _encode_budgeted(model, output, config, *, quiet, max_drop, target_size, arch, calib_data, calib_limit,
@@ -386,7 +409,8 @@ def _print_notices(report: EncodeReport) -> None:
 
 @main.command("decode")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Where to write the .pt file.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Where to write: a .pt file, a .safetensors file, or (for a Hugging Face folder) a folder.")
 @click.option("--state-dict", "as_state_dict", is_flag=True,
               help="Write a plain state_dict even if the file holds a module (needs no --trust-pickle).")
 @click.option("--trust-pickle", is_flag=True,
@@ -397,19 +421,29 @@ def _print_notices(report: EncodeReport) -> None:
                    "Decoding never uses more memory than the file declares; this caps what it may declare.")
 @click.option("--only", "only", multiple=True, metavar="PATTERN",
               help="Decode only the tensors whose name matches this glob (e.g. 'model.layers.0.*'); the "
-                   "other segments of FILE are not even read. Repeatable. Writes a state_dict.")
+                   "other segments of FILE are not even read. Repeatable. Writes a state_dict (.pt, or "
+                   ".safetensors with -o x.safetensors), never a module or a folder.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Threads decoding streams at once [default: all cores]. The output is the same bits "
                    "whatever the number.")
-@click.option("-f", "--force", is_flag=True, help="Overwrite the output file if it exists.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite the output file (or replace the output folder) if it exists.")
 @click.option("-q", "--quiet", is_flag=True)
 def decode_command(file, output, as_state_dict, trust_pickle, backend, max_output_size, only, workers, force, quiet):
-    """Restore FILE to a torch.save file: a state_dict, or the nn.Module that was encoded.
+    """Restore FILE in the form it was encoded from, or the one OUTPUT's suffix asks for.
 
-    Quantized weights come back dequantized (int8 x scale) in their original dtype; loading the
-    output needs only torch (plus the module's own classes for a pickled module).
+    \b
+    state_dict / module .pt  -> the same .pt (a module needs --trust-pickle)
+    .safetensors file        -> a .safetensors file (dtypes and __metadata__ kept)
+    Hugging Face folder      -> a folder (shards + config/tokenizer files, byte-identical),
+                                loadable offline with transformers' from_pretrained
+    -o x.pt / -o x.safetensors always write a state_dict in that format instead.
+
+    Quantized weights come back dequantized (int8 x scale) in their original dtype; weights stored
+    exactly (norms, biases, integer and float8 tensors) come back bit for bit.
     """
-    _check_output(output, force)
+    header = _run(read_header, file) if Path(file).is_file() else None
+    if header is not None:
+        _run(check_decode_output, header, output, overwrite=force, partial=bool(only))
     bar, update = _progress(quiet, "decoding")
     if bar:
         bar.start()
@@ -417,14 +451,13 @@ def decode_command(file, output, as_state_dict, trust_pickle, backend, max_outpu
         result = _run(decode, file, backend=backend, trust_pickle=trust_pickle, as_state_dict=as_state_dict,
                       max_output_bytes=max_output_size, only=only or None, workers=workers, keep_quantized=False,
                       progress=update)
-        written = _run(save_torch, result.model, output)
+        written = _run(save_decoded, result, output, overwrite=force, partial=bool(only))
         _mark_written(output)
     finally:
         if bar:
             bar.stop()
-    kind = "nn.Module" if result.module is not None else "state_dict"
-    console.print(f"wrote [bold]{output}[/]: {kind} with {len(result.state_dict)} tensors, {human_bytes(written)}, "
-                  f"in {result.seconds:.2f} s", highlight=False)
+    console.print(f"wrote [bold]{output}[/]: {written.describe(len(result.state_dict))}, "
+                  f"{human_bytes(written.bytes)}, in {result.seconds:.2f} s", highlight=False)
 
 
 @main.command("info")
@@ -440,7 +473,8 @@ def info_command(file, as_json):
         return
     out.print(f"[bold]{file}[/]: wcodec format {header.version[0]}.{header.version[1]}, {header.producer}, "
               f"{human_bytes(header.file_length)}, holds a {header.model.kind.replace('_', ' ')}"
-              + (f" ({header.model.class_name})" if header.model.class_name else ""), highlight=False)
+              + (f" ({header.model.class_name})" if header.model.class_name else "")
+              + _layout_summary(header), highlight=False)
     if header.plan is not None:
         out.print(_plan_summary(header.plan), highlight=False)
     table = Table(show_lines=False)
@@ -460,13 +494,33 @@ def info_command(file, as_json):
             profile = f"{stream.get('profile', '?')} @ L{stream.get('level', '?')}, {stream.get('chroma_format', '')}"
             qp = "lossless" if h.lossless else str(h.qp)
         storage = t.storage + (f" {t.stored_dtype}" if t.stored_dtype else "") + \
-            ("+zstd" if t.data.compression == "zstd" else "")
+            ("+zstd" if t.data is not None and t.data.compression == "zstd" else "")
+        if t.storage == "alias":
+            storage = f"alias of {t.alias_of}" + (" (tied)" if t.tied else "")
         granularity = "-" if not t.quant else \
-            t.quant.granularity + (" affine" if t.quant.scheme == "affine-int8" else "")
+            _granularity(t.quant) + (" affine" if t.quant.scheme == "affine-int8" else "")
         table.add_row(t.name, t.dtype, "x".join(map(str, t.shape)) or "scalar", storage,
                       granularity, _fmt(t.quant.guard_db if t.quant else None),
                       qp, tiles, profile, f"{stored:,}", f"{8 * stored / max(t.numel, 1):.2f}")
     out.print(table)
+
+
+def _granularity(quant) -> str:
+    if quant is None:
+        return "-"
+    return quant.granularity + (f" (axis {quant.axis})" if quant.granularity == "per-channel" and quant.axis else "")
+
+
+def _layout_summary(header) -> str:
+    model = header.model
+    if model.kind not in ("safetensors", "hf-folder"):
+        return ""
+    text = f" in {len(model.shards)} safetensors file(s)"
+    if model.files:
+        carried = sum(f.size for f in model.files)
+        text += f", with {len(model.files)} carried file(s) ({human_bytes(carried)}: " + \
+            ", ".join(f.path for f in model.files[:4]) + (" ..." if len(model.files) > 4 else "") + ")"
+    return text
 
 
 def run() -> None:

@@ -10,6 +10,7 @@ import fnmatch
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
+from .policy import POLICIES, TransformerPolicy
 
 GRANULARITIES = ("per-tensor", "per-channel", "auto")
 CHROMA_FORMATS = ("yuv420p", "gray")
@@ -185,10 +186,16 @@ class EncodeConfig:
     zstd_level: int = 19
     layer_qp: tuple[tuple[str, int], ...] = ()
     layer_granularity: tuple[tuple[str, str], ...] = ()
+    #: "auto": the Transformer policy for models that look like Transformers (weightcodec.policy),
+    #: the classic one (``hevc.qp`` everywhere, ``quant.granularity``) for the rest.
+    policy: str = "auto"
+    transformer: TransformerPolicy = field(default_factory=TransformerPolicy)
 
     def __post_init__(self) -> None:
         _check(isinstance(self.hevc, HevcSettings), "hevc must be a HevcSettings")
         _check(isinstance(self.quant, QuantSettings), "quant must be a QuantSettings")
+        _check(self.policy in POLICIES, f"policy must be one of {POLICIES}, got {self.policy!r}")
+        _check(isinstance(self.transformer, TransformerPolicy), "transformer must be a TransformerPolicy")
         for name in ("min_quantized_elements", "min_coded_elements"):
             value = getattr(self, name)
             _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
@@ -242,7 +249,8 @@ def parse_tile_size(text: str) -> tuple[int, int]:
 
 def build_encode_config(
     *,
-    qp: int = 28,
+    qp: int | None = None,
+    policy: str = "auto",
     lossless: bool = False,
     layer_qp: tuple[str, ...] = (),
     granularity: str = "auto",
@@ -261,7 +269,9 @@ def build_encode_config(
     """The one place where command-line style options become an :class:`EncodeConfig`.
 
     Every option has the meaning (and the spelling, with ``-`` as ``_``) of ``wcodec encode``'s;
-    ``layer_qp`` and ``layer_granularity`` take ``"PATTERN=VALUE"`` strings. ``wcodec encode`` and
+    ``layer_qp`` and ``layer_granularity`` take ``"PATTERN=VALUE"`` strings. ``qp=None`` is the
+    default: QP 28 for classic models, a QP per tensor from the fidelity targets for Transformers;
+    a given ``qp`` is used for every coded matrix of either. ``wcodec encode`` and
     the tools (``tools/sweep.py`` ...) build their configs here, so the same options mean the same
     encode everywhere.
 
@@ -278,7 +288,8 @@ def build_encode_config(
             raise ConfigError(f"--layer-qp {item!r}: QP must be an integer from 0 to 51") from None
     layer_gran = tuple(parse_assignment(item, value_name="GRANULARITY") for item in layer_granularity)
     return EncodeConfig(
-        hevc=HevcSettings(qp=qp, lossless=lossless, chroma=chroma, effort=effort, preset=preset,
+        policy=policy, transformer=TransformerPolicy(qp=qp),
+        hevc=HevcSettings(qp=28 if qp is None else qp, lossless=lossless, chroma=chroma, effort=effort, preset=preset,
                           max_tile_width=width, max_tile_height=height),
         quant=QuantSettings(granularity=granularity, guard_db=guard_db, matrix_guard_db=matrix_guard_db),
         backend=backend, code_conv=code_conv, code_matrices=not int8_only, compress_raw=not no_zstd,

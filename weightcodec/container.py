@@ -51,9 +51,11 @@ PREFIX_V1 = struct.Struct("<8sHHIIQ")
 PREFIX_V2 = struct.Struct("<8sHHIIIB3sQ")
 PREFIX = PREFIX_V2
 FORMAT_MAJOR = 2
-#: The highest minor version written: 2.1 adds the ``layout``, ``stored_dtype`` and ``plan`` members.
-#: A file is written with the lowest minor version that describes it (:meth:`Header.minor_version`).
+#: The highest minor version written: 2.1 adds aliases, column scales, more dtypes, safetensors /
+#: hf-folder models, and the ``layout``, ``stored_dtype`` and ``plan`` members. A file is written
+#: with the lowest minor version that describes it (:meth:`Header.minor_version`).
 FORMAT_MINOR = 1
+LATEST_MINOR = FORMAT_MINOR
 READABLE_MAJORS = (1, 2)
 HEADER_NONE, HEADER_ZSTD = 0, 1
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024 * 1024
@@ -135,6 +137,7 @@ class ContainerWriter:
 
     def finish(self, header: Header) -> tuple[int, int, bytes | None]:
         """Write the file; returns ``(file bytes, stored header bytes, the file's bytes or None)``."""
+        # 2.0 unless the header uses what 2.1 added (then older 2.0 readers fail clearly on it)
         head = pack_prefix_and_header(header_bytes(header), self._length, minor=header.minor_version())
         total = sum(map(len, head)) + self._length
         if self._spool is None:

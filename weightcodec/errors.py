@@ -99,5 +99,10 @@ class MalformedHeaderError(FormatError):
     """The header is not valid JSON or does not follow the schema in docs/FORMAT.md."""
 
 
+class UnsafePathError(MalformedHeaderError):
+    """A file name in the header (a carried file, a safetensors shard) could escape the output folder:
+    absolute, with a ``..`` component, empty, with control characters, or colliding with another."""
+
+
 class CorruptStreamError(FormatError):
     """A payload passed its checksum but could not be decoded to the declared tensor."""

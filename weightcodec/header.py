@@ -13,19 +13,21 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .dtypes import DTYPES
-from .errors import MalformedHeaderError, OffsetOutOfRangeError, UnknownCodecError
+from .dtypes import DTYPES, FORMAT_2_0_DTYPES
+from .errors import MalformedHeaderError, OffsetOutOfRangeError, UnknownCodecError, UnsafePathError
 from .layouts import LAYOUT_KINDS, ROWS, MatrixLayout
 from .tiling import VALUE_OFFSET, TileLayout
 
-STORAGE_KINDS = ("raw", "int8", "hevc")
+STORAGE_KINDS = ("raw", "int8", "hevc", "alias")
 #: dtypes an ``int8`` or ``hevc`` tensor may be restored to (the float32 result is rounded to them)
 QUANTIZABLE_DTYPES = ("float64", "float32", "float16", "bfloat16")
 COMPRESSIONS = ("none", "zstd")
 QUANT_SCHEMES = ("symmetric-int8", "affine-int8")
 #: Granularities a file can hold (``auto`` is an encoder setting, resolved before writing).
-STORED_GRANULARITIES = ("per-tensor", "per-channel")
-MODEL_KINDS = ("state_dict", "module")
+STORED_GRANULARITIES = ("per-tensor", "per-channel", "per-channel-2d")
+MODEL_KINDS = ("state_dict", "module", "safetensors", "hf-folder")
+#: What needs a format 2.1 reader (anything else is plain 2.0).
+MODEL_KINDS_2_1 = ("safetensors", "hf-folder")
 CHROMA_FORMATS = ("yuv420p", "gray")
 
 # --- limits a reader enforces (docs/FORMAT.md section 3.3) -----------------------------------------
@@ -41,9 +43,18 @@ MAX_ZSTD_RATIO = 32768
 #: a flat picture at QP 51 (4094 samples per byte, measured on 4096x2160); 16x that is allowed.
 MAX_HEVC_SAMPLES_PER_BYTE = 65536
 TILE_SIDE_RANGE = (16, 16384)
+#: File names (carried files, safetensors shards): bytes of the UTF-8 path, of one component, components.
+MAX_PATH_BYTES = 1024
+MAX_PATH_COMPONENT_BYTES = 255
+MAX_PATH_DEPTH = 16
+#: Carried files and safetensors shards per file.
+MAX_FILES = 10_000
+MAX_SHARDS = 10_000
+#: Largest carried file (decompressed): 2**34 bytes, 16 GiB.
+MAX_CARRIED_FILE_BYTES = 2**34
 #: ``stored_dtype`` conversions a ``raw`` tensor may use (section 5.1): stored -> restored dtypes.
 STORED_DTYPES = {"float16": ("float32", "float64")}
-#: Longest string of the informative ``plan`` record (section 3.4).
+#: Longest string of the informative ``plan`` record (section 3.5).
 MAX_PLAN_TEXT = 4096
 
 
@@ -109,15 +120,22 @@ class QuantInfo:
     guard_db: float | None  # the guard's figure in dB (None when per-tensor int8 is exact)
     scheme: str = "symmetric-int8"
     zero_points: Segment | None = None  # affine-int8: one int8 per scale
+    col_scales: Segment | None = None  # "per-channel-2d" (version 2.1): one float32 per matrix column
 
     def n_scales(self, shape: tuple[int, ...]) -> int:
         return 1 if self.granularity == "per-tensor" else shape[self.axis]
+
+    @staticmethod
+    def n_col_scales(shape: tuple[int, ...]) -> int:
+        return math.prod(shape[1:])
 
     def to_json(self) -> dict:
         out = {"scheme": self.scheme, "granularity": self.granularity, "axis": self.axis,
                "guard_db": self.guard_db, "scales": self.scales.to_json()}
         if self.zero_points is not None:
             out["zero_points"] = self.zero_points.to_json()
+        if self.col_scales is not None:
+            out["col_scales"] = self.col_scales.to_json()
         return out
 
     @classmethod
@@ -137,12 +155,24 @@ class QuantInfo:
         if guard is not None and not isinstance(guard, (int, float)):
             fail(f"{where}.guard_db must be a number or null")
         scales = Segment.from_json(obj.get("scales"), f"{where}.scales")
+        col_scales = None
+        if granularity == "per-channel-2d":
+            if axis != 0 or len(shape) < 2:
+                fail(f"{where}: per-channel-2d scales need axis 0 and a tensor of 2 or more dimensions")
+            col_scales = Segment.from_json(obj.get("col_scales"), f"{where}.col_scales")
+            n_cols = cls.n_col_scales(shape)
+            if col_scales.compression != "none" or col_scales.length != 4 * n_cols:
+                fail(f"{where}.col_scales must hold {n_cols} uncompressed float32 values")
+        elif "col_scales" in obj:
+            fail(f"{where}: only per-channel-2d scales have col_scales")
         zero_points = None
         if scheme == "affine-int8":
+            if col_scales is not None:
+                fail(f"{where}: per-channel-2d scales are symmetric-int8 only")
             zero_points = Segment.from_json(obj.get("zero_points"), f"{where}.zero_points")
         elif "zero_points" in obj:
             fail(f"{where}: only the affine-int8 scheme has zero_points")
-        info = cls(granularity, axis, scales, guard, scheme, zero_points)
+        info = cls(granularity, axis, scales, guard, scheme, zero_points=zero_points, col_scales=col_scales)
         n_scales = info.n_scales(shape)
         if scales.compression != "none" or scales.length != 4 * n_scales:
             fail(f"{where}.scales must hold {n_scales} uncompressed float32 values")
@@ -276,11 +306,13 @@ class TensorInfo:
     name: str
     dtype: str
     shape: tuple[int, ...]
-    storage: str  # "raw" | "int8" | "hevc"
-    data: Segment
+    storage: str  # "raw" | "int8" | "hevc" | "alias"
+    data: Segment | None  # None for "alias" only
     quant: QuantInfo | None = None
     hevc: HevcInfo | None = None
     stored_dtype: str | None = None  # raw only: the dtype of the stored elements when not ``dtype``
+    alias_of: str | None = None  # "alias": the earlier tensor whose values this one has
+    tied: bool = False  # "alias": the source shared one storage (decode shares it too); else a copy
 
     @property
     def numel(self) -> int:
@@ -288,22 +320,25 @@ class TensorInfo:
 
     @property
     def stored_bytes(self) -> int:
-        """Bytes this tensor takes in the payload (data, scales and zero points)."""
+        """Bytes this tensor takes in the payload (data, scales, column scales and zero points; 0 for an alias)."""
         return sum(segment.length for _, segment in self.segments())
 
     def segments(self) -> list[tuple[str, Segment]]:
-        found = [(f"{self.name} data", self.data)]
+        found = [(f"{self.name} data", self.data)] if self.data is not None else []
         if self.quant is not None:
             found.append((f"{self.name} scales", self.quant.scales))
+            if self.quant.col_scales is not None:
+                found.append((f"{self.name} column scales", self.quant.col_scales))
             if self.quant.zero_points is not None:
                 found.append((f"{self.name} zero points", self.quant.zero_points))
         return found
 
     def to_json(self) -> dict:
-        out: dict[str, Any] = {
-            "name": self.name, "dtype": self.dtype, "shape": list(self.shape),
-            "storage": self.storage, "data": self.data.to_json(),
-        }
+        out: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "storage": self.storage}
+        if self.storage == "alias":
+            out.update({"alias_of": self.alias_of, "tied": self.tied})
+            return out
+        out["data"] = self.data.to_json()
         if self.stored_dtype is not None:
             out["stored_dtype"] = self.stored_dtype
         if self.quant is not None:
@@ -332,6 +367,13 @@ class TensorInfo:
         storage = get(item, "storage", str, where)
         if storage not in STORAGE_KINDS:
             raise UnknownCodecError(f"{where} uses unknown storage kind {storage!r}")
+        if storage == "alias":
+            if any(key in item for key in ("data", "quant", "hevc")):
+                fail(f"{where}: an alias has no data, quant or hevc member")
+            tied = item.get("tied", False)
+            if not isinstance(tied, bool):
+                fail(f"{where}.tied must be true or false")
+            return cls(name, dtype, shape, storage, None, alias_of=get(item, "alias_of", str, where), tied=tied)
         data = Segment.from_json(item.get("data"), f"{where}.data")
         stored_dtype = item.get("stored_dtype")
         if stored_dtype is not None:
@@ -365,13 +407,119 @@ class TensorInfo:
         return cls(name, dtype, shape, storage, data, quant, hevc, stored_dtype)
 
 
+def check_relative_path(path: Any, where: str) -> str:
+    """``path`` if it is a safe relative file name (section 3.4), else :class:`UnsafePathError`.
+
+    Safe: a non-empty string of ``/``-separated components, none empty, ``.`` or ``..``, at most
+    :data:`MAX_PATH_DEPTH` components of at most 255 UTF-8 bytes each and 1024 bytes in all, with no
+    backslash, no NUL and no other control character (U+0000-U+001F, U+007F). It cannot start with
+    ``/`` (absolute) and cannot climb out of the folder it is written in.
+    """
+    if not isinstance(path, str):
+        fail(f"{where} must be a string")
+    try:
+        raw = path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnsafePathError(f"unsafe file name in {where}: not valid UTF-8") from None
+    parts = path.split("/")
+    reason = None
+    if not path:
+        reason = "empty"
+    elif path.startswith("/"):
+        reason = "absolute"
+    elif len(raw) > MAX_PATH_BYTES or len(parts) > MAX_PATH_DEPTH:
+        reason = f"longer than {MAX_PATH_BYTES} bytes or {MAX_PATH_DEPTH} components"
+    elif any(ord(c) < 0x20 or c in "\\\x7f" for c in path):
+        reason = "has a backslash or a control character"
+    elif any(part in ("", ".", "..") for part in parts):
+        reason = "has an empty, '.' or '..' component"
+    elif any(len(part.encode("utf-8")) > MAX_PATH_COMPONENT_BYTES for part in parts):
+        reason = f"has a component longer than {MAX_PATH_COMPONENT_BYTES} bytes"
+    if reason:
+        raise UnsafePathError(f"unsafe file name {path[:200]!r} in {where}: {reason}")
+    return path
+
+
+def check_file_set(paths: list[str]) -> None:
+    """No two paths equal (ignoring case: some file systems do) and no path inside another one
+    (``a`` and ``a/b`` cannot both be files)."""
+    seen: dict[str, str] = {}
+    for path in paths:
+        key = path.casefold()
+        if key in seen:
+            raise UnsafePathError(f"file name {path!r} collides with {seen[key]!r}")
+        seen[key] = path
+    for path in paths:
+        parts = path.casefold().split("/")
+        for depth in range(1, len(parts)):
+            prefix = "/".join(parts[:depth])
+            if prefix in seen:
+                raise UnsafePathError(f"file name {path!r} needs {seen[prefix]!r} to be a folder, but it is a file")
+
+
+def _string_map(obj: Any, where: str) -> dict[str, str] | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, dict) or not all(isinstance(v, str) for v in obj.values()):
+        fail(f"{where} must be null or an object of strings")
+    return obj
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One safetensors file of a ``safetensors`` / ``hf-folder`` model (section 3.4)."""
+
+    file: str  # relative path of the file in the folder (for "safetensors": the input's name, informative)
+    tensors: tuple[str, ...]  # the tensor names it holds, in the header's order
+    metadata: dict[str, str] | None = None  # its ``__metadata__``
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "tensors": list(self.tensors), "metadata": self.metadata}
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str) -> "ShardInfo":
+        file = check_relative_path(get(obj, "file", str, where), f"{where}.file")
+        names = get(obj, "tensors", list, where)
+        if not all(isinstance(n, str) for n in names):
+            fail(f"{where}.tensors must be a list of tensor names")
+        return cls(file, tuple(names), _string_map(obj.get("metadata"), f"{where}.metadata"))
+
+
+@dataclass(frozen=True)
+class CarriedFile:
+    """A non-weight file of an ``hf-folder`` model (config, tokenizer...), restored byte for byte."""
+
+    path: str
+    size: int  # bytes once decompressed
+    data: Segment
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "size": self.size, "data": self.data.to_json()}
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str) -> "CarriedFile":
+        path = check_relative_path(get(obj, "path", str, where), f"{where}.path")
+        size = get(obj, "size", int, where)
+        if not 0 <= size <= MAX_CARRIED_FILE_BYTES:
+            fail(f"{where}.size must be from 0 to 2**34")
+        data = Segment.from_json(obj.get("data"), f"{where}.data")
+        if data.compression == "none" and data.length != size:
+            fail(f"{where}.data holds {data.length} bytes, not the file's {size}")
+        if data.compression == "zstd" and size > MAX_ZSTD_RATIO * data.length:
+            fail(f"{where}.data: {data.length} zstd bytes cannot hold {size} bytes")
+        return cls(path, size, data)
+
+
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the tensors came from: a state_dict, or a pickled ``nn.Module`` (section 3)."""
+    """What the tensors came from (section 3): a state_dict, a pickled ``nn.Module``, a
+    ``.safetensors`` file or a Hugging Face model folder (section 3.4)."""
 
-    kind: str = "state_dict"  # "state_dict" | "module"
+    kind: str = "state_dict"  # "state_dict" | "module" | "safetensors" | "hf-folder"
     class_name: str | None = None  # "module": the module's class, informative
     skeleton: Segment | None = None  # "module": the pickled module without its tensors
+    shards: tuple[ShardInfo, ...] = ()  # "safetensors" (exactly one), "hf-folder" (one or more)
+    files: tuple[CarriedFile, ...] = ()  # "hf-folder": the other files of the folder
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {"kind": self.kind}
@@ -379,6 +527,10 @@ class ModelInfo:
             out["class"] = self.class_name
         if self.skeleton is not None:
             out["skeleton"] = self.skeleton.to_json()
+        if self.kind in MODEL_KINDS_2_1:
+            out["shards"] = [shard.to_json() for shard in self.shards]
+        if self.kind == "hf-folder":
+            out["files"] = [f.to_json() for f in self.files]
         return out
 
     @classmethod
@@ -386,12 +538,43 @@ class ModelInfo:
         kind = get(obj, "kind", str, "model")
         if kind not in MODEL_KINDS:
             fail(f"model.kind {kind!r} is not one of {MODEL_KINDS}")
-        if kind != "module":
+        if kind == "state_dict":
             return cls(kind)
-        class_name = obj.get("class")
-        if class_name is not None and not isinstance(class_name, str):
-            fail("model.class must be a string")
-        return cls(kind, class_name, Segment.from_json(obj.get("skeleton"), "model.skeleton"))
+        if kind == "module":
+            class_name = obj.get("class")
+            if class_name is not None and not isinstance(class_name, str):
+                fail("model.class must be a string")
+            return cls(kind, class_name, Segment.from_json(obj.get("skeleton"), "model.skeleton"))
+        items = get(obj, "shards", list, "model")
+        if not 1 <= len(items) <= MAX_SHARDS or (kind == "safetensors" and len(items) != 1):
+            fail(f"model.shards must list {'exactly one' if kind == 'safetensors' else f'1 to {MAX_SHARDS}'} "
+                 "safetensors file(s)")
+        shards = tuple(ShardInfo.from_json(item, f"model.shards[{i}]") for i, item in enumerate(items))
+        files: tuple[CarriedFile, ...] = ()
+        if kind == "hf-folder":
+            items = get(obj, "files", list, "model")
+            if len(items) > MAX_FILES:
+                fail(f"model.files lists more than {MAX_FILES} files")
+            files = tuple(CarriedFile.from_json(item, f"model.files[{i}]") for i, item in enumerate(items))
+            check_file_set([s.file for s in shards] + [f.path for f in files])
+        return cls(kind, shards=shards, files=files)
+
+    def check_tensors(self, tensors: list["TensorInfo"]) -> None:
+        """Every tensor in exactly one shard, every shard name a tensor (``safetensors`` / ``hf-folder``)."""
+        if self.kind not in MODEL_KINDS_2_1:
+            return
+        names = {t.name for t in tensors}
+        placed: set[str] = set()
+        for shard in self.shards:
+            for name in shard.tensors:
+                if name not in names:
+                    fail(f"model.shards: {shard.file!r} lists {name!r}, which is not a tensor of the file")
+                if name in placed:
+                    fail(f"model.shards: tensor {name!r} is listed twice")
+                placed.add(name)
+        if len(placed) != len(names):
+            missing = next(t.name for t in tensors if t.name not in placed)
+            fail(f"model.shards: tensor {missing!r} is in no shard")
 
 
 def _plan_text(obj: dict, key: str, where: str, *, required: bool = False) -> str | None:
@@ -415,7 +598,7 @@ def _plan_number(obj: dict, key: str, where: str, *, low: float | None = None) -
 
 @dataclass(frozen=True)
 class PlanRecord:
-    """How the encoder chose every tensor's storage (section 3.4; informative, written by budgeted encodes)."""
+    """How the encoder chose every tensor's storage (section 3.5; informative, written by budgeted encodes)."""
 
     method: str  # how layer sensitivity was measured: "fisher", "data-free", ...
     objective: str  # "max-drop" (an accuracy budget) or "target-size"
@@ -510,24 +693,40 @@ class Header:
 
     def minor_version(self) -> int:
         """The lowest minor version of format 2 that describes this header: 1 if it uses a member
-        of 2.1 (a non-``rows`` layout, ``stored_dtype``, the ``affine-int8`` scheme, ``plan``), else 0."""
-        uses_21 = self.plan is not None or any(
-            t.stored_dtype is not None or (t.hevc is not None and not t.hevc.matrix_layout.is_default)
-            or (t.quant is not None and t.quant.scheme != "symmetric-int8") for t in self.tensors)
+        of 2.1 (aliases, column scales, the dtypes added to the table, ``safetensors`` and
+        ``hf-folder`` models; a non-``rows`` layout, ``stored_dtype``, the ``affine-int8`` scheme,
+        ``plan``), else 0."""
+        uses_21 = self.plan is not None or self.model.kind in MODEL_KINDS_2_1 or any(
+            t.storage == "alias" or t.dtype not in FORMAT_2_0_DTYPES or t.stored_dtype is not None
+            or (t.hevc is not None and not t.hevc.matrix_layout.is_default)
+            or (t.quant is not None and (t.quant.scheme != "symmetric-int8" or t.quant.col_scales is not None))
+            for t in self.tensors)
         return 1 if uses_21 else 0
+
+    def required_minor(self) -> int:
+        """:meth:`minor_version` (the minor version a reader needs for this header)."""
+        return self.minor_version()
 
     @classmethod
     def from_json(cls, doc: Any) -> "Header":
         if not isinstance(doc, dict):
             fail("the top level is not an object")
         model = ModelInfo.from_json(get(doc, "model", dict, "header"))
-        tensors, names = [], set()
+        tensors, by_name = [], {}
         for i, item in enumerate(get(doc, "tensors", list, "header")):
             entry = TensorInfo.from_json(item, f"tensors[{i}]")
-            if entry.name in names:
+            if entry.name in by_name:
                 fail(f"duplicate tensor name {entry.name!r}")
-            names.add(entry.name)
+            if entry.storage == "alias":
+                target = by_name.get(entry.alias_of)
+                if target is None or target.storage == "alias":
+                    fail(f"tensor {entry.name!r} is an alias of {entry.alias_of!r}, which is not an earlier "
+                         "non-alias tensor")
+                if (target.dtype, target.shape) != (entry.dtype, entry.shape):
+                    fail(f"tensor {entry.name!r} is an alias of {entry.alias_of!r} but differs in dtype or shape")
+            by_name[entry.name] = entry
             tensors.append(entry)
+        model.check_tensors(tensors)
         metadata = doc.get("metadata", {})
         if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
             fail("metadata must be an object of strings")
@@ -536,11 +735,12 @@ class Header:
             fail("producer must be a string")
         plan = doc.get("plan")
         if plan is not None:
-            plan = PlanRecord.from_json(plan, names)
+            plan = PlanRecord.from_json(plan, set(by_name))
         return cls(tensors=tensors, model=model, producer=producer, metadata=metadata, plan=plan)
 
     def segments(self) -> list[tuple[str, Segment]]:
         found = [("module skeleton", self.model.skeleton)] if self.model.skeleton is not None else []
+        found.extend((f"file {f.path!r}", f.data) for f in self.model.files)
         for t in self.tensors:
             found.extend(t.segments())
         return found
@@ -559,5 +759,5 @@ class Header:
             previous_end, previous_what = end, what
 
 
-__all__ = ["Header", "HevcInfo", "ModelInfo", "PlanRecord", "QuantInfo", "Segment", "TensorInfo",
-           "matrix_layout_from_json"]
+__all__ = ["CarriedFile", "Header", "HevcInfo", "ModelInfo", "PlanRecord", "QuantInfo", "Segment", "ShardInfo",
+           "TensorInfo", "check_file_set", "check_relative_path", "matrix_layout_from_json"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import pickle
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -20,6 +21,9 @@ import torch
 from .atomic import atomic_write_with
 from .container import MAGIC as WCODEC_MAGIC
 from .errors import ModelLoadError, UntrustedPickleError
+from .formats.hf_folder import WeightsLayout, read_hf_folder
+from .formats.safetensors_file import SUFFIX as SAFETENSORS_SUFFIX, looks_like_safetensors, read_safetensors
+from .header import ShardInfo
 
 TRUST_HINT = (
     "loading it runs code stored in the file; if you trust its source, pass --trust-pickle "
@@ -29,11 +33,30 @@ TRUST_HINT = (
 
 @dataclass
 class LoadedModel:
-    """What was read from a model file: always a state_dict, plus the module when there is one."""
+    """What was read from a model file: always a state_dict, plus the module when there is one, or
+    the layout of a ``.safetensors`` file / Hugging Face folder (shards, carried files, notes)."""
 
-    kind: str  # "state_dict" | "module"
+    kind: str  # "state_dict" | "module" | "safetensors" | "hf-folder"
     state_dict: "OrderedDict[str, torch.Tensor]"
     module: torch.nn.Module | None = None
+    layout: WeightsLayout | None = None  # "safetensors" and "hf-folder"
+
+    @property
+    def heads(self) -> set[str]:
+        """Token embeddings that the folder's ``config.json`` says are also the (tied, not stored)
+        output head (:func:`weightcodec.policy.config_heads`); empty for other inputs."""
+        if self.layout is None:
+            return set()
+        from .policy import config_heads
+
+        config = next((f.data for f in self.layout.files if f.path == "config.json"), None)
+        if config is None:
+            return set()
+        try:
+            parsed = json.loads(config)
+        except (ValueError, UnicodeDecodeError):
+            return set()
+        return config_heads(parsed, self.state_dict)
 
 
 def from_object(obj: object, *, source: str = "the input") -> LoadedModel:
@@ -56,11 +79,10 @@ def from_object(obj: object, *, source: str = "the input") -> LoadedModel:
 
 
 def check_model_path(path: str | Path) -> Path:
-    """``path`` as a Path if it can be a model file; a clear error if it is a folder, missing or a .wcodec."""
+    """``path`` as a Path if it can be a model (a file, or a folder); a clear error if it is missing or a .wcodec."""
     path = Path(path)
     if path.is_dir():
-        raise ModelLoadError(f"{path} is a directory: `wcodec encode` takes a model file (a torch.save'd "
-                             "state_dict, or a pickled nn.Module with --trust-pickle)")
+        return path
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such file")
     if _starts_with(path, WCODEC_MAGIC):
@@ -70,8 +92,18 @@ def check_model_path(path: str | Path) -> Path:
 
 
 def load_model(path: str | Path, *, trust_pickle: bool = False) -> LoadedModel:
-    """Read a ``torch.save`` file holding a state_dict or a pickled ``nn.Module``."""
+    """Read a model: a ``torch.save`` file holding a state_dict or a pickled ``nn.Module``, a
+    ``.safetensors`` file, or a Hugging Face model folder (safetensors weights plus other files)."""
     path = check_model_path(path)
+    if path.is_dir():
+        state_dict, layout = read_hf_folder(path)
+        return LoadedModel("hf-folder", state_dict, layout=layout)
+    if path.suffix == SAFETENSORS_SUFFIX or (not _is_torch_file(path) and looks_like_safetensors(path)):
+        state_dict, metadata = read_safetensors(path)
+        if not state_dict:
+            raise ModelLoadError(f"{path} holds no tensors")
+        shard = ShardInfo(path.name, tuple(state_dict), metadata)
+        return LoadedModel("safetensors", state_dict, layout=WeightsLayout("safetensors", (shard,)))
     try:
         obj = _torch_load(path)
     except pickle.UnpicklingError as exc:
@@ -83,6 +115,11 @@ def load_model(path: str | Path, *, trust_pickle: bool = False) -> LoadedModel:
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file
         raise ModelLoadError(f"{path} is not a PyTorch model file ({_first_line(exc)})") from exc
     return from_object(obj, source=str(path))
+
+
+def _is_torch_file(path: Path) -> bool:
+    """torch.save writes a zip archive (or, legacy, a pickle starting with 0x80)."""
+    return _starts_with(path, b"PK\x03\x04") or _starts_with(path, b"\x80")
 
 
 def _torch_load(path: Path) -> object:

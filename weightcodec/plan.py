@@ -13,20 +13,24 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
 
-from .config import EncodeConfig, HevcSettings
+from .config import EncodeConfig, HevcSettings, _last_match
 from .dtypes import from_torch
 from .errors import ConfigError, ModelLoadError
 from .header import PlanRecord
 from .layouts import ROWS, MatrixLayout
-from .quant import choose_granularity
+from .policy import head_targets, hevc_noise_db, looks_like_transformer, qp_for_target, role_layout, signal_db, tensor_role
+from .quant import choose_granularity, quantize
 from .report import Notice
 
-STORAGE_KINDS = ("raw", "int8", "hevc")
+STORAGE_KINDS = ("raw", "int8", "hevc", "alias")
+#: Tensors with equal contents (but their own storage) are stored once from this many bytes up;
+#: tensors sharing one storage (tied weights) always are.
+MIN_DEDUP_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,12 @@ class TensorPlan:
     guard_threshold_db: float | None = None
     guard_switched: bool = False  # auto mode moved this tensor to per-channel
     hevc: HevcSettings | None = None  # for hevc
+    role: str | None = None  # Transformer policy: "embedding" | "head" | "position" | "layer" (weightcodec.policy)
+    predicted_snr_db: float | None = None  # Transformer policy: predicted int8 SNR after HEVC at the chosen QP
+    alias_of: str | None = None  # for alias: the earlier tensor holding the same values
+    tied: bool = False  # for alias: the two shared one storage in the source (decoded as one tensor again)
+    axis: int = 0  # the channel axis of per-channel scales
+    col_scales: bool = False  # per-channel (axis 0) rows plus one scale per column (weightcodec.colscales)
     layout: MatrixLayout = ROWS  # for hevc: how the tensor becomes the coded matrix (weightcodec.layouts)
     stored_dtype: str | None = None  # for raw: store the elements in this dtype (float16), restore to ``dtype``
     scheme: str = "symmetric-int8"  # for int8 and hevc: "symmetric-int8" | "affine-int8" (weightcodec.quant)
@@ -78,13 +88,15 @@ class EncodePlan:
 def storage_kind(name: str, tensor: torch.Tensor, config: EncodeConfig) -> str:
     """``"hevc"``, ``"int8"`` or ``"raw"`` for one state_dict entry (the rule in docs/QUANTIZATION.md).
 
-    Quantized: floating-point tensors named ``*weight`` with at least two dimensions (the weights
-    of Linear, Conv, Embedding and attention projections) and at least ``min_quantized_elements``
-    elements. Biases, norm parameters, buffers and small tensors stay raw. Of the quantized, 2-D
+    Quantized: float64/32/16 and bfloat16 tensors named ``*weight`` with at least two dimensions (the
+    weights of Linear, Conv, Embedding and attention projections) and at least ``min_quantized_elements``
+    elements; other dtypes (integers, float8 and float4 formats of already-quantized checkpoints) are
+    always stored exactly. Biases, norm parameters, buffers and small tensors stay raw. Of the quantized, 2-D
     ones with at least ``min_coded_elements`` elements are HEVC-coded (conv weights too, reshaped
     to ``(out, in*k*k)``, with ``code_conv``); the rest are stored as int8.
     """
-    if not (tensor.is_floating_point() and tensor.ndim >= 2 and name.endswith("weight")):
+    dtype = from_torch(tensor.dtype)
+    if not (dtype is not None and dtype.quantizable and tensor.ndim >= 2 and name.endswith("weight")):
         return "raw"
     if tensor.numel() < config.min_quantized_elements:
         return "raw"
@@ -92,6 +104,13 @@ def storage_kind(name: str, tensor: torch.Tensor, config: EncodeConfig) -> str:
     if config.code_matrices and codable and tensor.numel() >= config.min_coded_elements:
         return "hevc"
     return "int8"
+
+
+def alias_plan(name: str, tensor: torch.Tensor, target: str, tied: bool) -> TensorPlan:
+    dtype = from_torch(tensor.dtype)
+    if dtype is None:
+        raise ModelLoadError(f"tensor {name!r} has dtype {tensor.dtype}, which weightcodec cannot store")
+    return TensorPlan(name, "alias", dtype.name, tuple(tensor.shape), alias_of=target, tied=tied)
 
 
 def plan_tensor(name: str, tensor: torch.Tensor, config: EncodeConfig) -> TensorPlan:
@@ -115,15 +134,119 @@ def plan_tensor(name: str, tensor: torch.Tensor, config: EncodeConfig) -> Tensor
     )
 
 
-def plan_encode(state_dict: Mapping[str, torch.Tensor], config: EncodeConfig) -> EncodePlan:
+def find_aliases(state_dict: Mapping[str, torch.Tensor], *,
+                 min_dedup_bytes: int = MIN_DEDUP_BYTES) -> dict[str, tuple[str, bool]]:
+    """Tensors to store once: ``{name: (earlier name, tied)}``; every target is a tensor that is not
+    itself an alias.
+
+    ``tied``: the two are the same view of one storage (tied weights of a ``torch.save``'d
+    state_dict, e.g. an LM head that is the token embedding). Otherwise their dtype, shape and bytes
+    are equal (a safetensors file cannot share storage, so a tied head saved twice is found this
+    way); only tensors of at least ``min_dedup_bytes`` bytes are compared, and a tensor others are
+    tied to never becomes an alias itself (its sharing is kept).
+    """
+    import hashlib
+
+    from .storage.base import as_numpy
+
+    aliases: dict[str, tuple[str, bool]] = {}
+    first_view: dict[tuple, str] = {}
+    for name, tensor in state_dict.items():
+        if tensor.numel() == 0 or tensor.device.type == "meta":
+            continue
+        view = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.stride()),
+                tuple(tensor.shape), tensor.dtype)
+        if view in first_view:
+            aliases[name] = (first_view[view], True)
+        else:
+            first_view[view] = name
+    tied_targets = {target for target, _ in aliases.values()}
+    seen: dict[tuple, list[str]] = {}  # (dtype, shape, digest) -> earlier distinct tensors
+    for name, tensor in state_dict.items():
+        if (name in aliases or tensor.numel() == 0 or tensor.device.type == "meta"
+                or tensor.numel() * tensor.element_size() < min_dedup_bytes):
+            continue
+        data = as_numpy(tensor)
+        digest = hashlib.blake2b(data.view("u1").reshape(-1) if data.dtype.kind != "c" else data.tobytes(),
+                                 digest_size=16).digest()
+        earlier = seen.setdefault((tensor.dtype, tuple(tensor.shape), digest), [])
+        flat = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
+        match = None if name in tied_targets else next(
+            (e for e in earlier if torch.equal(state_dict[e].detach().contiguous().reshape(-1).view(torch.uint8), flat)),
+            None)
+        if match is None:
+            earlier.append(name)
+        else:
+            aliases[name] = (match, False)
+    return aliases
+
+
+def uses_transformer_policy(names, config: EncodeConfig) -> bool:
+    """Whether ``config`` plans these tensors with the Transformer policy (:mod:`weightcodec.policy`)."""
+    return config.policy == "transformer" or (config.policy == "auto" and looks_like_transformer(names))
+
+
+def plan_transformer_tensor(name: str, tensor: torch.Tensor, config: EncodeConfig, *, head: bool = False) -> TensorPlan:
+    """The Transformer policy's plan of one tensor: role layout, and a QP from the role's fidelity
+    target (or the fixed ``config.transformer.qp``, or a ``layer_qp`` pattern). Tensors that are
+    not 2-D quantized weights, and those given a granularity explicitly, are planned as usual."""
+    base = plan_tensor(name, tensor, config)
+    if base.storage == "raw" or tensor.ndim != 2 or config.granularity_for(name) != "auto":
+        return base
+    policy = config.transformer
+    role = tensor_role(name, tuple(tensor.shape), head=head)
+    layout = role_layout(role)
+    weights = tensor.detach().to("cpu", torch.float32).numpy()
+    if layout.col_scales:
+        from .colscales import quantize_with_col_scales
+
+        values = quantize_with_col_scales(weights).values
+    else:
+        values = quantize(weights, "per-channel", axis=layout.axis).values
+    hevc = None
+    snr = None
+    if base.storage == "hevc":
+        explicit = _last_match(config.layer_qp, name, None)
+        if explicit is not None:
+            qp = explicit
+        elif policy.qp is not None:
+            qp = policy.qp
+        else:
+            qp = qp_for_target(signal_db(values), policy.target_db(role), policy.qp_range)
+        hevc = HevcSettings(**{**config.hevc.__dict__, "qp": qp})
+        snr = signal_db(values) - hevc_noise_db(qp)
+    return TensorPlan(name, base.storage, base.dtype, base.shape, granularity="per-channel", hevc=hevc,
+                      axis=layout.axis, col_scales=layout.col_scales, role=role,
+                      predicted_snr_db=None if hevc is None or hevc.lossless else round(snr, 2))
+
+
+def plan_encode(state_dict: Mapping[str, torch.Tensor], config: EncodeConfig, *,
+                heads: Iterable[str] = ()) -> EncodePlan:
     """Plan every tensor of ``state_dict`` and collect what the user should be told about the plan.
+
+    Tensors equal to an earlier one (tied weights; see :func:`find_aliases`) become ``alias``
+    entries that store nothing. ``heads``: tensors known to be the model's output head too (a tied
+    head not in ``state_dict``: :attr:`weightcodec.modelio.LoadedModel.heads`); a head stored as an
+    alias is found here.
 
     Raises:
         ConfigError: a per-layer pattern (``layer_qp``, ``layer_granularity``) matches no tensor.
     """
     check_patterns(list(state_dict), config)
-    tensors = [plan_tensor(name, tensor, config) for name, tensor in state_dict.items()]
+    aliases = find_aliases(state_dict)
+    transformer = uses_transformer_policy(state_dict, config)
+    heads = (head_targets(aliases) | set(heads)) if transformer else set()
+
+    def planner(name: str, tensor: torch.Tensor) -> TensorPlan:
+        if transformer:
+            return plan_transformer_tensor(name, tensor, config, head=name in heads)
+        return plan_tensor(name, tensor, config)
+
+    tensors = [alias_plan(name, tensor, *aliases[name]) if name in aliases else planner(name, tensor)
+               for name, tensor in state_dict.items()]
     notices = guard_notices(tensors)
+    if transformer:
+        notices.insert(0, transformer_notice(tensors, config))
     coded = {t.name for t in tensors if t.storage == "hevc"}
     idle = [pattern for pattern, _ in config.layer_qp if not any(fnmatch.fnmatchcase(n, pattern) for n in coded)]
     if idle:
@@ -135,6 +258,18 @@ def plan_encode(state_dict: Mapping[str, torch.Tensor], config: EncodeConfig) ->
         notices.append(Notice("warning", f"--layer-granularity pattern(s) {', '.join(map(repr, idle))} match no "
                                          "quantized tensor: biases, norms and small tensors are stored exactly"))
     return EncodePlan(tensors, notices)
+
+
+def transformer_notice(tensors: list[TensorPlan], config: EncodeConfig) -> Notice:
+    coded = [t for t in tensors if t.role is not None and t.hevc is not None]
+    how = (f"every coded matrix at QP {config.transformer.qp}" if config.transformer.qp is not None else
+           f"QPs from fidelity targets (layers {config.transformer.layer_target_db:g} dB, embeddings "
+           f"{config.transformer.embedding_target_db:g} dB, output heads {config.transformer.head_target_db:g} dB)")
+    qps = sorted({t.hevc.qp for t in coded})
+    span = f": QP {qps[0]}-{qps[-1]}" if len(qps) > 1 else (f": QP {qps[0]}" if qps else "")
+    why = "" if config.policy == "transformer" else " (attention weights found; --policy classic for one QP and per-tensor scales)"
+    return Notice("note", f"Transformer policy{why}: per-row and per-column scales for projections, per-column "
+                          f"for embeddings, {how}{span}", tuple(t.name for t in coded))
 
 
 def check_patterns(names: list[str], config: EncodeConfig) -> None:
@@ -175,5 +310,6 @@ def guard_notices(tensors: list[TensorPlan]) -> list[Notice]:
     return notices
 
 
-__all__ = ["EncodePlan", "PlanRecord", "STORAGE_KINDS", "TensorPlan", "check_patterns", "guard_notices", "plan_encode", "plan_tensor",
-           "storage_kind"]
+__all__ = ["EncodePlan", "PlanRecord", "STORAGE_KINDS", "TensorPlan", "alias_plan", "check_patterns", "find_aliases",
+           "guard_notices", "plan_encode", "plan_tensor", "plan_transformer_tensor", "storage_kind",
+           "uses_transformer_policy"]

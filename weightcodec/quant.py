@@ -35,6 +35,7 @@ class QuantizedTensor:
     granularity: str  # "per-tensor" | "per-channel"
     axis: int = 0
     zero_points: np.ndarray | None = None  # int8, as ``scales``: affine-int8 only
+    col_scales: np.ndarray | None = None  # float32, one per matrix column (see weightcodec.colscales)
 
     @property
     def scheme(self) -> str:
@@ -43,7 +44,12 @@ class QuantizedTensor:
     def dequantize(self) -> np.ndarray:
         if self.zero_points is not None:
             return dequantize_affine(self.values, self.scales, self.zero_points, axis=self.axis)
-        return dequantize(self.values, self.scales, axis=self.axis)
+        out = dequantize(self.values, self.scales, axis=self.axis)
+        if self.col_scales is not None:
+            from .colscales import apply_col_scales
+
+            out = apply_col_scales(out, self.col_scales)
+        return out
 
 
 def _broadcast_shape(ndim: int, axis: int, n: int) -> tuple[int, ...]:

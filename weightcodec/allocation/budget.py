@@ -20,7 +20,7 @@ size budget (``SizeBudget(target_bytes=...)``)
     for a smaller budget. With a score, the drop is measured and recorded too.
 
 The chosen plan (method, budget, calibration, measured and predicted figures, per-layer predicted
-loss) is written into the file's header as its ``plan`` record (docs/FORMAT.md 3.4) and shown by
+loss) is written into the file's header as its ``plan`` record (docs/FORMAT.md 3.5) and shown by
 ``wcodec info``; decoding needs nothing new.
 """
 

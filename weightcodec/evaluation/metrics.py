@@ -93,5 +93,19 @@ def evaluate(
     return Accuracy(top1=100.0 * correct_top1 / done, top5=100.0 * correct_top5 / done, n=done)
 
 
+def _perplexity(model, data, *, progress=None):
+    from .text import perplexity_metric
+
+    return perplexity_metric(model, data, progress=progress)
+
+
+def _cosine(model, data, *, progress=None):
+    from .text import cosine_metric
+
+    return cosine_metric(model, data, progress=progress)
+
+
 #: ``metric name -> function(model, loader, *, progress) -> result dict``, dispatched on by the Evaluator.
-METRICS: dict[str, Callable[..., Accuracy]] = {"top1": evaluate}
+#: ``"perplexity"`` (lower is better) and ``"cosine"`` (sentence embeddings) score text models on a
+#: :class:`~weightcodec.evaluation.text.TextData` instead of a loader (:mod:`.text`).
+METRICS: dict[str, Callable[..., dict]] = {"top1": evaluate, "perplexity": _perplexity, "cosine": _cosine}

@@ -21,6 +21,7 @@ from ..errors import DatasetError
 from .datasets import DATASETS, make_loader
 from .metrics import METRICS, Accuracy
 from .models import PICKLE_SPEC, fit_state_dict
+from .text import TEXT_METRICS, fit_text_model, load_text_model, make_text_data
 from .zoo import build_model, get_model_spec
 
 #: Evaluation batches are cached in memory up to this many bytes; larger sets are streamed.
@@ -76,6 +77,8 @@ class Evaluator:
             ModelLoadError: weights that are not a state_dict of the model.
         """
         entry = None if spec == PICKLE_SPEC else get_model_spec(spec)
+        if entry is not None and entry.metric in TEXT_METRICS:
+            return cls._create_text(entry, weights=weights, limit=limit)
         if weights is None and entry is not None:
             weights = entry.weights_path(assets_dir=assets_dir)
         model = build_model(spec, weights, trust_pickle=trust_pickle)
@@ -99,6 +102,17 @@ class Evaluator:
                    data_root=Path(data_root) if data_root is not None else None,
                    batches=batches, num_samples=num_samples, metric="top1" if entry is None else entry.metric)
 
+    @classmethod
+    def _create_text(cls, entry, *, weights, limit) -> "Evaluator":
+        """A text model (metric ``perplexity`` or ``cosine``): the model and tokenizer from its folder,
+        the data from :mod:`.text` (``limit``: tokens for perplexity, sentences for cosine)."""
+        folder = Path(weights) if weights is not None else entry.weights_path()
+        model, tokenizer = load_text_model(entry.name, folder)
+        data = make_text_data(entry.dataset, model, tokenizer, limit=limit)
+        samples = len(data.sentences) if data.sentences is not None else int(data.token_ids.numel())
+        return cls(spec=entry.name, weights=folder, model=model, dataset=entry.dataset, preprocessing=None,
+                   data_root=None, batches=data, num_samples=samples, metric=entry.metric)
+
     def reference_state_dict(self) -> dict[str, torch.Tensor]:
         """The float state_dict of the reference model (what gets encoded)."""
         if not self._reference:
@@ -117,7 +131,12 @@ class Evaluator:
         Raises:
             ModelLoadError: if ``state_dict`` does not fit the model.
         """
-        model = self.model if state_dict is None else fit_state_dict(self.model, state_dict)
+        if state_dict is None:
+            model = self.model
+        elif self.metric in TEXT_METRICS:  # Hugging Face models: tied weights may be omitted
+            model = fit_text_model(self.model, state_dict, description=self.spec)
+        else:
+            model = fit_state_dict(self.model, state_dict)
         return METRICS[self.metric](model, self.batches, progress=progress)  # type: ignore[arg-type]
 
 

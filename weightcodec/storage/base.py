@@ -48,6 +48,7 @@ class CodedTensor:
     scales: bytes | None = None  # float32 little-endian, quantized tensors only
     zero_points: bytes | None = None  # int8, affine-int8 tensors only
     axis: int = 0
+    col_scales: bytes | None = None  # float32 little-endian, with plan.col_scales only
     hevc: HevcInfo | None = None
     # measured while coding, for the report
     int8_rmse: float | None = None
@@ -58,13 +59,22 @@ class CodedTensor:
 def as_numpy(tensor: torch.Tensor) -> np.ndarray:
     """The tensor's elements as a C-contiguous numpy array without changing a bit.
 
-    numpy has no bfloat16: a bfloat16 tensor comes back as its uint16 bit patterns (its dtype
-    is known from the plan). Shares memory with ``tensor`` where torch allows.
+    numpy has no bfloat16, float8 or float4: such a tensor comes back as its bit patterns
+    (bfloat16 as uint16, the one-byte formats as uint8; its dtype is known from the plan).
+    Shares memory with ``tensor`` where torch allows.
     """
     tensor = tensor.detach().to("cpu").contiguous()
     if tensor.dtype == torch.bfloat16:
         return tensor.view(torch.int16).numpy().view(np.uint16)
+    if tensor.dtype in _BYTE_PATTERN_DTYPES:
+        return tensor.view(torch.uint8).numpy()
     return tensor.numpy()
+
+
+#: One-byte dtypes numpy cannot represent: handled as their uint8 bit patterns.
+_BYTE_PATTERN_DTYPES = frozenset(d for d in (
+    torch.float8_e4m3fn, torch.float8_e4m3fnuz, torch.float8_e5m2, torch.float8_e5m2fnuz, torch.float8_e8m0fnu,
+    torch.float4_e2m1fn_x2))
 
 
 def to_float32(array: np.ndarray, dtype: str) -> np.ndarray:
@@ -75,10 +85,18 @@ def to_float32(array: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def quantize_planned(array: np.ndarray, plan: TensorPlan) -> QuantizedTensor:
-    """The tensor's int8 values and scales at the plan's granularity and scheme (symmetric: in row
-    chunks, no float32 copy of the whole tensor; affine: on the float32 tensor)."""
+    """The tensor's int8 values and scales at the plan's granularity, scheme and column scales
+    (symmetric axis-0: in row chunks, no float32 copy of the whole tensor; affine, column scales
+    and other axes: on the float32 tensor)."""
     if plan.scheme != "symmetric-int8":
         return quantize_scheme(to_float32(array, plan.dtype), plan.granularity, plan.scheme)
+    if plan.col_scales:
+        from ..colscales import quantize_with_col_scales
+
+        return quantize_with_col_scales(to_float32(array, plan.dtype))
+    axis = plan.axis if plan.granularity == "per-channel" else 0
+    if axis != 0:
+        return quantize(to_float32(array, plan.dtype), plan.granularity, axis=axis)
     shape = tuple(array.shape)
     matrix = array.reshape(shape[0] if shape else 1, -1)
     return quantize(array, plan.granularity, shape=shape,
@@ -87,6 +105,10 @@ def quantize_planned(array: np.ndarray, plan: TensorPlan) -> QuantizedTensor:
 
 def scales_bytes(q: QuantizedTensor) -> bytes:
     return q.scales.astype("<f4").tobytes()
+
+
+def col_scales_bytes(q: QuantizedTensor) -> bytes | None:
+    return None if q.col_scales is None else q.col_scales.astype("<f4").tobytes()
 
 
 def zero_points_bytes(q: QuantizedTensor) -> bytes | None:
@@ -106,15 +128,20 @@ def read_zero_points(entry, ctx: DecodeContext) -> np.ndarray | None:
     return zero_points.copy()
 
 
-def read_scales(entry, ctx: DecodeContext) -> np.ndarray:
+def read_scales(entry, ctx: DecodeContext, *, columns: bool = False) -> np.ndarray | None:
+    """The entry's (row) scales, or with ``columns`` its column scales (None when it has none)."""
     from ..errors import CorruptStreamError
 
     what = f"tensor {entry.name!r}"
-    scales = np.frombuffer(ctx.read(entry.quant.scales, f"{what} scales", None), dtype="<f4")
+    segment = entry.quant.col_scales if columns else entry.quant.scales
+    if segment is None:
+        return None
+    label = "column scales" if columns else "scales"
+    scales = np.frombuffer(ctx.read(segment, f"{what} {label}", None), dtype="<f4")
     if not np.all(np.isfinite(scales) & (scales > 0)):
-        raise CorruptStreamError(f"{what} has quantization scales that are not finite positive numbers")
+        raise CorruptStreamError(f"{what} has quantization {label} that are not finite positive numbers")
     return scales.astype(np.float32)
 
 
-__all__ = ["CodedTensor", "DecodeContext", "EncodeContext", "SegmentReader", "as_numpy", "quantize_planned",
-           "read_scales", "read_zero_points", "scales_bytes", "to_float32", "zero_points_bytes"]
+__all__ = ["CodedTensor", "DecodeContext", "EncodeContext", "SegmentReader", "as_numpy", "col_scales_bytes",
+           "quantize_planned", "read_scales", "read_zero_points", "scales_bytes", "to_float32", "zero_points_bytes"]

@@ -20,8 +20,8 @@ from ..plan import TensorPlan
 from ..quant import QuantizedTensor
 from ..tiling import TileLayout, frames_to_matrix, matrix_to_frames, plan_tiles
 from . import int8
-from .base import (CodedTensor, DecodeContext, EncodeContext, quantize_planned, read_scales, read_zero_points,
-                   scales_bytes, zero_points_bytes)
+from .base import (CodedTensor, DecodeContext, EncodeContext, col_scales_bytes, quantize_planned, read_scales,
+                   read_zero_points, scales_bytes, zero_points_bytes)
 
 NAME = "hevc"
 
@@ -39,7 +39,7 @@ def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTens
     layout = plan_tiles(rows, cols, max_height=settings.max_tile_height, max_width=settings.max_tile_width)
     matrix = plan.layout.to_matrix(q.values)
     frames = matrix_to_frames(matrix, layout)
-    scales, zero_points, axis = scales_bytes(q), zero_points_bytes(q), q.axis
+    scales, zero_points, axis, col_scales = scales_bytes(q), zero_points_bytes(q), q.axis, col_scales_bytes(q)
     if not ctx.verify:  # the int8 copy is not needed while x265 codes the frames
         del q, matrix
     # threads only when capped, so that a FrameCodec without the keyword still works in one process
@@ -57,7 +57,8 @@ def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTens
         rmse, max_err = error.rmse, int(error.max_abs)
         info = replace(info, decoded_crc32=zlib.crc32(decoded))
     del frames
-    return CodedTensor(plan, stream, scales=scales, zero_points=zero_points, axis=axis, hevc=info, int8_rmse=rmse,
+    return CodedTensor(plan, stream, scales=scales, zero_points=zero_points, axis=axis, col_scales=col_scales,
+                       hevc=info, int8_rmse=rmse,
                        int8_max_error=max_err, seconds=time.perf_counter() - started)
 
 
@@ -83,7 +84,8 @@ def decode_matrix(backend: FrameCodec, stream: bytes, info: HevcInfo, name: str)
 def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[torch.Tensor, QuantizedTensor]:
     scales = read_scales(entry, ctx)
     zero_points = read_zero_points(entry, ctx)
+    col_scales = read_scales(entry, ctx, columns=True)
     stream = ctx.read(entry.data, f"tensor {entry.name!r}", None)
     values = entry.hevc.matrix_layout.from_matrix(decode_matrix(ctx.backend, stream, entry.hevc, entry.name),
                                                   entry.shape)
-    return int8.restore(entry, values, scales, zero_points)
+    return int8.restore(entry, values, scales, zero_points, col_scales)

@@ -13,8 +13,8 @@ from ..header import TensorInfo
 from ..plan import TensorPlan
 from ..errors import CorruptStreamError
 from ..quant import QMAX, QuantizedTensor, dequantize_affine, dequantize_to
-from .base import (CodedTensor, DecodeContext, EncodeContext, quantize_planned, read_scales, read_zero_points,
-                   scales_bytes, zero_points_bytes)
+from .base import (CodedTensor, DecodeContext, EncodeContext, col_scales_bytes, quantize_planned, read_scales,
+                   read_zero_points, scales_bytes, zero_points_bytes)
 
 NAME = "int8"
 
@@ -24,24 +24,29 @@ def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTens
     q = quantize_planned(array, plan)
     data, compression = maybe_compress(q.values.tobytes(), ctx.zstd_level)
     return CodedTensor(plan, data, compression, scales=scales_bytes(q), zero_points=zero_points_bytes(q), axis=q.axis,
+                       col_scales=col_scales_bytes(q),
                        seconds=time.perf_counter() - started)
 
 
 def restore(entry: TensorInfo, values: np.ndarray, scales: np.ndarray,
-            zero_points: np.ndarray | None = None) -> tuple[torch.Tensor, QuantizedTensor]:
+            zero_points: np.ndarray | None = None,
+            col_scales: np.ndarray | None = None) -> tuple[torch.Tensor, QuantizedTensor]:
     """Dequantize int8 ``values`` (already in the tensor's shape) to the entry's dtype."""
-    q = QuantizedTensor(values, scales, entry.quant.granularity, entry.quant.axis, zero_points)
+    q = QuantizedTensor(values, scales, entry.quant.granularity, entry.quant.axis, zero_points, col_scales=col_scales)
     if zero_points is not None:
         weights = dequantize_affine(values, q.scales, zero_points, axis=q.axis)
         return torch.from_numpy(weights).to(DTYPES[entry.dtype].torch), q
+    if col_scales is not None:  # row scale then column scale, in float32 (FORMAT.md 5.2)
+        return torch.from_numpy(q.dequantize()).to(DTYPES[entry.dtype].torch), q
     return dequantize_to(values, q.scales, DTYPES[entry.dtype].torch, axis=q.axis), q
 
 
 def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[torch.Tensor, QuantizedTensor]:
     scales = read_scales(entry, ctx)
     zero_points = read_zero_points(entry, ctx)
+    col_scales = read_scales(entry, ctx, columns=True)
     raw = ctx.read(entry.data, f"tensor {entry.name!r}", entry.numel)
     values = np.frombuffer(raw, dtype=np.int8).reshape(entry.shape)
     if values.size and values.min() < -QMAX:
         raise CorruptStreamError(f"tensor {entry.name!r} holds int8 value -128, outside the range [-127, 127]")
-    return restore(entry, values, scales, zero_points)
+    return restore(entry, values, scales, zero_points, col_scales)

@@ -35,4 +35,5 @@ def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[torch.Tensor, None]:
         return torch.frombuffer(bytearray(raw), dtype=stored.torch).reshape(entry.shape).to(dtype.torch), None
     if dtype.name == "bool" and raw.translate(None, b"\x00\x01"):
         raise CorruptStreamError(f"tensor {entry.name!r} is bool but holds bytes other than 0 and 1")
-    return torch.frombuffer(bytearray(raw), dtype=dtype.torch).reshape(entry.shape), None
+    # read as bytes, then reinterpret: works for every dtype of the table (float8, uint64, ...)
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dtype.torch).reshape(entry.shape), None
