@@ -28,9 +28,9 @@ def _library():
     try:
         import safetensors
         import safetensors.torch  # noqa: F401 - save_file
-    except ImportError as exc:  # pragma: no cover - safetensors comes with the transformers extra
+    except ImportError as exc:  # pragma: no cover - safetensors is a dependency of weightcodec
         raise ModelLoadError("reading or writing .safetensors needs the 'safetensors' package "
-                             "(pip install 'weightcodec[transformers]')") from exc
+                             "(pip install safetensors)") from exc
     return safetensors
 
 
