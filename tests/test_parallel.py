@@ -70,3 +70,30 @@ def test_a_killed_worker_is_one_clear_error_and_writes_nothing(model, tmp_path, 
     with pytest.raises(BackendError, match=r"worker process died \(killed, or out of memory\) with tensor 'l[0-3].weight'.*nothing was written"):
         encode(model, out, workers=2)
     assert os.listdir(tmp_path) == []
+
+
+_TORCH_AFTER_FORK = """
+import torch
+from weightcodec.parallel import ordered_map
+torch.set_num_threads(2)
+x = torch.randn(512, 512)
+(x @ x).sum()  # the parent's OpenMP pool is now running
+torch.nn.functional.conv2d(torch.randn(8, 3, 64, 64), torch.randn(16, 3, 3, 3))
+
+def work(i, context):
+    y = torch.nn.functional.interpolate(torch.rand(1, 3, 300, 300), size=(224, 224), mode="bilinear")
+    return round(float(y.sum() + torch.randn(256, 256).matmul(torch.randn(256, 256)).sum()) * 0, 3) + i
+
+print(sum(ordered_map(work, range(32), workers=2)))
+"""
+
+
+def test_pool_workers_run_torch_after_the_parent_used_its_thread_pool():
+    # regression: forked workers inherited a busy OpenMP pool and hung in their first parallel op
+    # (wcodec encode --calib-data loading 500 images after the model had run)
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _TORCH_AFTER_FORK], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) == sum(range(32))

@@ -22,6 +22,7 @@ import gc
 import multiprocessing
 import os
 import signal
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -59,6 +60,12 @@ def _init_worker(parent: int, context: Any) -> None:
     # (the CLI turns SIGTERM into KeyboardInterrupt, which would print a traceback per worker)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent(parent)
+    if "torch" in sys.modules:
+        # A forked child must not use the OpenMP thread pool it inherited from a parent that had
+        # already run parallel torch ops (GNU libgomp is not fork-safe: the child's first parallel
+        # region waits forever for threads that were not forked). One thread per worker, as
+        # torch's own DataLoader workers do; the pool itself is the parallelism.
+        sys.modules["torch"].set_num_threads(1)
     if context is not None:
         _CONTEXT = context
 
