@@ -66,21 +66,25 @@ def test_leftovers_of_killed_writers_are_swept_by_the_next_write(tmp_path):
 
 def _big_model(path):
     torch.manual_seed(0)
-    torch.save({f"l{i}.weight": torch.randn(512, 512) * 0.05 for i in range(24)}, path)
+    torch.save({f"l{i}.weight": torch.randn(512, 512) * 0.05 for i in range(48)}, path)
 
 
 def _wait_until_encoding(proc, timeout=60.0):
-    """Until libx265 is loaded in the child (imports are over, the first layer is being coded)."""
+    """Until libx265 is loaded in the child or one of its pool workers (imports are over, the first
+    layer is being coded)."""
+    from bench.common import process_tree
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with open(f"/proc/{proc.pid}/maps") as maps:
-                if "x265" in maps.read():
-                    time.sleep(0.5)
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
+        for pid in process_tree(proc.pid):
+            try:
+                with open(f"/proc/{pid}/maps") as maps:
+                    if "x265" in maps.read():
+                        time.sleep(0.2)
+                        return
+            except OSError:
+                pass
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
