@@ -32,10 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from tools.training import CONTEXT_SETTINGS, log
+from weightcodec.atomic import atomic_write
 from weightcodec.errors import WeightcodecError
 from weightcodec.evaluation import convnets, imagesets
 from weightcodec.evaluation.cache import models_dir
-from weightcodec.modelio import atomic_write
 
 
 def seed_everything(seed: int, threads: int) -> None:
@@ -55,11 +56,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 10
     return 100.0 * correct / x.shape[0]
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="state_dict path [default: $WEIGHTCODEC_CACHE/models/fmnist-resnet.pt]")
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,

@@ -35,6 +35,7 @@ import click
 import numpy as np
 import torch
 
+from tools.training import CONTEXT_SETTINGS, log
 from weightcodec.errors import WeightcodecError
 from weightcodec.evaluation import lm
 
@@ -116,11 +117,7 @@ def write_folder_atomically(out: Path, fill) -> None:
         raise
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.command(context_settings=CONTEXT_SETTINGS)
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="output folder [default: $WEIGHTCODEC_CACHE/models/gpt2-tiny]")
 @click.option("--corpus-root", type=click.Path(path_type=Path), default=None,
