@@ -93,9 +93,12 @@ def test_a_signal_during_encode_leaves_nothing_behind(tmp_path, sig):
     _big_model(model)
     before = set(os.listdir(tmp_path))
     # --effort max: slow enough that the signal arrives while layers are being coded
+    # the child starts with default signal dispositions: a SIGINT ignored by whatever started the
+    # suite (a background job, CI) would be inherited, and Python then keeps ignoring Ctrl-C
     proc = subprocess.Popen([sys.executable, "-m", "weightcodec.cli", "encode", str(model), "-q", "--no-verify",
                              "--effort", "max"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_until_encoding(proc)
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(sig)
