@@ -22,29 +22,19 @@ import json
 import math
 import os
 import platform
-import random
 import sys
 import time
 from pathlib import Path
 
 import click
-import numpy as np
 import torch
 from torch import nn
 
-from tools.training import CONTEXT_SETTINGS, log
+from tools.training import CONTEXT_SETTINGS, log, seed_everything
 from weightcodec.atomic import atomic_write
 from weightcodec.errors import WeightcodecError
 from weightcodec.evaluation import convnets, imagesets
 from weightcodec.evaluation.cache import models_dir
-
-
-def seed_everything(seed: int, threads: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
 
 
 @torch.no_grad()

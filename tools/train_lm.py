@@ -19,12 +19,10 @@ Fixed seeds and thread count; deterministic algorithms. Example (the published m
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import platform
-import random
 import shutil
 import sys
 import tempfile
@@ -32,23 +30,13 @@ import time
 from pathlib import Path
 
 import click
-import numpy as np
 import torch
 
-from tools.training import CONTEXT_SETTINGS, log
+from tools.training import CONTEXT_SETTINGS, log, seed_everything
 from weightcodec.errors import WeightcodecError
 from weightcodec.evaluation import lm
 
 EOS = "<|endoftext|>"
-
-
-def seed_everything(seed: int, threads: int) -> None:
-    """Seed every generator and fix the thread count (determinism on this CPU)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
 
 
 def train_tokenizer(texts: list[str], vocab_size: int, seq_len: int):
@@ -86,14 +74,6 @@ def batches(train_ids: torch.Tensor, seq_len: int, batch_size: int, seed: int):
         for i in range(0, starts.numel() - batch_size + 1, batch_size):
             yield epoch, torch.stack([train_ids[s:s + seq_len] for s in starts[i:i + batch_size].tolist()])
         epoch += 1
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_folder_atomically(out: Path, fill) -> None:
@@ -278,7 +258,7 @@ def run(*, out, corpus_root, vocab_size, n_layer, n_embd, n_head, seq_len, dropo
             "tokens": {s: int(t.numel()) for s, t in ids.items()},
             "tokenizer": {"kind": "byte-level BPE (tokenizers), trained on the train split",
                           "vocab_size": len(tokenizer), "eos": EOS,
-                          "tokenizer_json_sha256": sha256_file(folder / "tokenizer.json")},
+                          "tokenizer_json_sha256": lm.sha256_file(folder / "tokenizer.json")},
             "hyperparameters": hparams,
             "optimizer": "AdamW betas (0.9, 0.95), no decay on biases/LayerNorm, grad clip 1.0",
             "curve": curve,
@@ -294,7 +274,7 @@ def run(*, out, corpus_root, vocab_size, n_layer, n_embd, n_head, seq_len, dropo
                         "note": "shared 2-core machine, niced: timings are pessimistic"},
             "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
                          "transformers": transformers.__version__, "tokenizers": tokenizers.__version__},
-            "model_safetensors_sha256": sha256_file(folder / "model.safetensors"),
+            "model_safetensors_sha256": lm.sha256_file(folder / "model.safetensors"),
             "command": "python -m tools.train_lm " + " ".join(sys.argv[1:]),
         }
         (folder / "training.json").write_text(json.dumps(record, indent=2) + "\n")

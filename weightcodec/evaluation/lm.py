@@ -191,7 +191,8 @@ def corpus_split(split: Split, root: str | os.PathLike[str] | None = None) -> li
     return [chunk.text for chunk in corpus_chunks(root) if chunk.split == split]
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -205,7 +206,7 @@ def corpus_record(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     ``files_match_pinned`` says whether the files are the ones of :data:`CORPUS_DEBIAN_VERSION`.
     """
     folder = find_janeaustenr(root)
-    hashes = {rel: _sha256(folder / rel) for rel in CORPUS_SHA256}
+    hashes = {rel: sha256_file(folder / rel) for rel in CORPUS_SHA256}
     chunks = corpus_chunks(folder)
     sizes = {s: sum(len(c.text) for c in chunks if c.split == s) for s in SPLITS}
     return {
