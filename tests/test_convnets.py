@@ -16,6 +16,7 @@ from torch import nn
 
 from weightcodec.errors import AssetNotFoundError, DatasetError
 from weightcodec.evaluation import convnets, imagesets
+from weightcodec.evaluation.datasets import read_idx
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "data" / "fmnist_resnet.pt"
@@ -67,11 +68,11 @@ def test_split_indices_are_fixed_and_disjoint():
 def test_idx_reader_rejects_bad_files_and_missing_data(tmp_path):
     good = tmp_path / "good.gz"
     good.write_bytes(gzip.compress(bytes([0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3]) + bytes(range(6))))
-    assert imagesets.read_idx_gz(good).tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert read_idx(good).tolist() == [[0, 1, 2], [3, 4, 5]]
     bad = tmp_path / "bad.gz"
     bad.write_bytes(gzip.compress(bytes([0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3]) + bytes(5)))
     with pytest.raises(DatasetError):
-        imagesets.read_idx_gz(bad)
+        read_idx(bad)
     with pytest.raises(AssetNotFoundError, match="dataset-fashion-mnist"):
         imagesets.find_fashion_mnist(tmp_path)
 

@@ -25,7 +25,6 @@ Inputs are ``(pixel / 255 - 0.2860) / 0.3530`` as float32 ``(N, 1, 28, 28)``; la
 
 from __future__ import annotations
 
-import gzip
 import os
 from pathlib import Path
 from typing import Literal
@@ -35,6 +34,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..errors import AssetNotFoundError, DatasetError
+from .datasets import read_idx
 
 FASHION_MNIST_ENV_VAR = "WEIGHTCODEC_FASHION_MNIST"
 FASHION_MNIST_DEBIAN_PACKAGE = "dataset-fashion-mnist"
@@ -82,28 +82,13 @@ def find_fashion_mnist(root: str | os.PathLike[str] | None = None) -> Path:
     )
 
 
-def read_idx_gz(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a gzipped IDX file of unsigned bytes (the MNIST format) into a uint8 array."""
-    path = Path(path)
-    with gzip.open(path, "rb") as handle:
-        data = handle.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise DatasetError(f"{path} is not an unsigned-byte IDX file")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    if len(data) != header + int(np.prod(shape)):
-        raise DatasetError(f"{path}: {len(data) - header} bytes of data for shape {shape}")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
-
-
 _CACHE: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 
 
 def _raw(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     key = str(folder.resolve())
     if key not in _CACHE:
-        arrays = tuple(read_idx_gz(folder / name) for name in FASHION_MNIST_SHA256)
+        arrays = tuple(read_idx(folder / name) for name in FASHION_MNIST_SHA256)
         train_x, train_y, test_x, test_y = arrays
         if train_x.shape != (60000, 28, 28) or train_y.shape != (60000,) or \
                 test_x.shape != (10000, 28, 28) or test_y.shape != (10000,):
