@@ -47,10 +47,11 @@ from weightcodec.allocation import (
     analyze,
     encode_to_budget,
 )
+from weightcodec.allocation.budget import paired_se
 from weightcodec.atomic import atomic_write
-from weightcodec.config import build_encode_config
+from weightcodec.config import DEFAULT_CONFIDENCE, build_encode_config
 from weightcodec.evaluation import Evaluator
-from weightcodec.evaluation.metrics import evaluate
+from weightcodec.evaluation.metrics import top1_hits
 from weightcodec.evaluation.models import fit_state_dict
 from weightcodec.measure import machine_info
 
@@ -95,6 +96,8 @@ def _load() -> float:
 @click.option("--fisher-samples", type=click.IntRange(min=1), default=None,
               help="Calibration images for the Fisher (default: all of them).")
 @click.option("--budget", "budgets", default="0.5,1.0", show_default=True, help="max-drop budgets (points).")
+@click.option("--confidence", "confidences", default=str(DEFAULT_CONFIDENCE), show_default=True,
+              help="The search's confidence(s), e.g. 0.5,0.8 (0.5: no margin); every budget at each.")
 @click.option("--data-free", is_flag=True, help="Also the data-free mode (a second analysis).")
 @click.option("--data-free-budget", "data_free_budgets", default="0.5,1.0,2.0", show_default=True)
 @click.option("--qp", "qps", default="24,28,32", show_default=True, help="Single-QP rows ('' for none).")
@@ -102,7 +105,7 @@ def _load() -> float:
 @click.option("--search-qps", default="", help="QPs the allocation may use (default: the library's).")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="torch threads.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
-def main(model_name, weights, calib, held, fisher_samples, budgets, data_free, data_free_budgets, qps, nncodec_qps,
+def main(model_name, weights, calib, held, fisher_samples, budgets, confidences, data_free, data_free_budgets, qps, nncodec_qps,
          search_qps, threads, out):
     """Trace the allocation's size-vs-top-1 next to the single-QP curve and nncodec (see the module docstring)."""
     torch.set_num_threads(threads)
@@ -114,10 +117,14 @@ def main(model_name, weights, calib, held, fisher_samples, budgets, data_free, d
     calib_batches, held_batches = _split(ev.batches, calib, held)
     log(f"{model_name}: {calib} calibration + {held} held-out images")
 
-    def score(sd, batches=calib_batches) -> float:
-        return evaluate(fit_state_dict(model, sd), batches)["top1"]
+    def score_samples(sd, batches=calib_batches) -> np.ndarray:  # 100 per correct image, 0 per wrong one
+        return top1_hits(fit_state_dict(model, sd), batches).numpy().astype(np.float64) * 100.0
 
-    ref_c, ref_h = score(state), score(state, held_batches)
+    def score(sd, batches=calib_batches) -> float:
+        return float(score_samples(sd, batches).mean())
+
+    ref_samples_c, ref_samples_h = score_samples(state), score_samples(state, held_batches)
+    ref_c, ref_h = float(ref_samples_c.mean()), float(ref_samples_h.mean())
     rows: list[dict[str, Any]] = []
     timings: dict[str, Any] = {"load_before": _load()}
     fisher = None
@@ -134,9 +141,12 @@ def main(model_name, weights, calib, held, fisher_samples, budgets, data_free, d
 
     def row(kind: str, data: bytes, **extra) -> dict[str, Any]:
         decoded = api.decode(data, as_state_dict=True).state_dict
-        c, h = score(decoded), score(decoded, held_batches)
+        samples_c, samples_h = score_samples(decoded), score_samples(decoded, held_batches)
+        c, h = float(samples_c.mean()), float(samples_h.mean())
         r = {"kind": kind, "bytes": len(data), "top1_calib": round(c, 3), "top1_held": round(h, 3),
-             "drop_calib": round(ref_c - c, 3), "drop_held": round(ref_h - h, 3), **extra}
+             "drop_calib": round(ref_c - c, 3), "drop_held": round(ref_h - h, 3),
+             "drop_se_calib": round(paired_se(ref_samples_c, samples_c), 3),
+             "drop_se_held": round(paired_se(ref_samples_h, samples_h), 3), **extra}
         rows.append(r)
         log(f"{kind} {extra}: {len(data):,} B  calib {c:.2f} held {h:.2f}")
         save()
@@ -159,13 +169,16 @@ def main(model_name, weights, calib, held, fisher_samples, budgets, data_free, d
     timings["load_after_analysis"] = _load()
     log(f"analysis: {analysis.candidates} options in {timings['analysis_s']} s, {len(analysis.front.points)} points")
     searches = []
-    for budget in [float(b) for b in budgets.split(",") if b.strip()]:
+    for budget, confidence in [(float(b), float(c)) for c in confidences.split(",") if c.strip()
+                               for b in budgets.split(",") if b.strip()]:
         t = time.perf_counter()
+        log(f"budget {budget} at confidence {confidence}")
         try:
-            answer = encode_to_budget(state, budget=AccuracyBudget(max_drop=budget, score=score, reference=ref_c),
+            answer = encode_to_budget(state, budget=AccuracyBudget(max_drop=budget, score=score_samples,
+                                                                   reference=ref_samples_c, confidence=confidence),
                                       analysis=analysis, log=lambda m: log("  " + m))
         except Exception as exc:  # noqa: BLE001 - a budget the search cannot meet is a result too
-            rows.append({"kind": "allocation", "max_drop": budget, "error": str(exc)})
+            rows.append({"kind": "allocation", "max_drop": budget, "confidence": confidence, "error": str(exc)})
             log(f"budget {budget}: {exc}")
             continue
         seconds = round(time.perf_counter() - t, 1)
@@ -175,10 +188,12 @@ def main(model_name, weights, calib, held, fisher_samples, budgets, data_free, d
         for option in chosen.values():
             key = option.plan.describe().split(" qp")[0] if option.plan.storage != "raw" else "raw"
             mix[key] = mix.get(key, 0) + 1
-        row("allocation", answer.result.data, max_drop=budget, search_s=seconds, scored_points=len(answer.evaluations),
+        row("allocation", answer.result.data, max_drop=budget, confidence=confidence, search_s=seconds,
+            scored_points=len(answer.evaluations),
             met=answer.met, predicted_loss=answer.record.predicted_loss, storage_mix=mix,
             choices={n: o.plan.describe() for n, o in chosen.items() if o.plan.storage != "raw"},
-            search_points=[{"bytes": e.bytes, "top1_calib": round(e.score, 3), "predicted_loss": e.loss}
+            search_points=[{"bytes": e.bytes, "top1_calib": round(e.score, 3), "predicted_loss": e.loss,
+                            "drop_se_calib": None if e.se is None else round(e.se, 3)}
                            for e in sorted(answer.evaluations, key=lambda e: e.bytes)])
     timings["search_s"] = searches
     timings["allocation_total_s_first_budget"] = round(timings["fisher_s"] + timings["analysis_s"]
@@ -229,16 +244,26 @@ def _document(*, model_name, ev, calib, held, fisher, ref_c, ref_h, rows, timing
 def markdown(doc: dict) -> str:
     """The rows of a result document as a markdown table (docs/RESULTS.md, docs/BENCHMARKS.md)."""
     float_bytes = next(r["bytes"] for r in doc["rows"] if r["kind"] == "float32")
-    lines = ["| row | setting | file | x float32 | top-1 calib (drop) | top-1 held-out (drop) |",
+    lines = ["| row | setting | file | x float32 | top-1 calib (drop +- SE) | top-1 held-out (drop +- SE) |",
              "|---|---|---|---|---|---|"]
+
+    def confidence(r):
+        return f" --confidence {r['confidence']}" if r.get("confidence") is not None else ""
+
+    def drop(r, half):
+        se = r.get(f"drop_se_{half}")
+        return f"{r[f'drop_{half}']:+.2f}" + ("" if se is None else f" +- {se:.2f}")
+
     for r in doc["rows"]:
         if "bytes" not in r:
-            lines.append(f"| {r['kind']} | max-drop {r.get('max_drop', r.get('qp'))} | - | - | {r.get('error', '')} | |")
+            lines.append(f"| {r['kind']} | --max-drop {r.get('max_drop', r.get('qp'))}{confidence(r)} | - | - | "
+                         f"{r.get('error', '')} | |")
             continue
-        setting = {"allocation": f"--max-drop {r.get('max_drop')}", "allocation-data-free": f"--max-drop {r.get('max_drop')}, "
-                   "no data", "single-qp": f"--qp {r.get('qp')}", "nncodec": f"qp {r.get('qp')}"}.get(r["kind"], "")
+        setting = {"allocation": f"--max-drop {r.get('max_drop')}{confidence(r)}",
+                   "allocation-data-free": f"--max-drop {r.get('max_drop')}, no data",
+                   "single-qp": f"--qp {r.get('qp')}", "nncodec": f"qp {r.get('qp')}"}.get(r["kind"], "")
         lines.append(f"| {r['kind']} | {setting} | {r['bytes']:,} B | {float_bytes / r['bytes']:.1f} | "
-                     f"{r['top1_calib']:.2f} ({r['drop_calib']:+.2f}) | {r['top1_held']:.2f} ({r['drop_held']:+.2f}) |")
+                     f"{r['top1_calib']:.2f} ({drop(r, 'calib')}) | {r['top1_held']:.2f} ({drop(r, 'held')}) |")
     return "\n".join(lines)
 
 
@@ -293,9 +318,13 @@ def _plot(doc: dict, path: Path) -> None:
               "single-qp": ("^-", "single QP (default plan)"), "nncodec": ("v-", "nncodec whole model"),
               "int8": ("D", "int8 + zstd")}
     for kind, (style, label) in styles.items():
-        pts = sorted((r["bytes"], r["top1_held"]) for r in doc["rows"] if r["kind"] == kind and "bytes" in r)
-        if pts:
-            ax.plot([p[0] / 1e6 for p in pts], [p[1] for p in pts], style, label=label)
+        confidences = sorted({r.get("confidence") for r in doc["rows"] if r["kind"] == kind}, key=lambda c: c or 0)
+        for i, conf in enumerate(confidences):
+            pts = sorted((r["bytes"], r["top1_held"]) for r in doc["rows"]
+                         if r["kind"] == kind and "bytes" in r and r.get("confidence") == conf)
+            if pts:
+                ax.plot([p[0] / 1e6 for p in pts], [p[1] for p in pts], style, alpha=1.0 if i == len(confidences) - 1
+                        else 0.5, label=label if conf is None else f"{label}, confidence {conf}")
     ref = doc["float"]["top1_held"]
     se = doc["held_out"]["binomial_se_points"]
     ax.axhline(ref, color="k", lw=0.8, label=f"float32 ({ref:.1f})")

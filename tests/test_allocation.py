@@ -24,6 +24,7 @@ from weightcodec.allocation import (
     frontier,
     lower_hull,
 )
+from weightcodec.allocation.budget import paired_se, split_score
 from weightcodec.allocation.candidates import Option, TensorOptions
 from weightcodec.cli import main
 from weightcodec.config import build_encode_config
@@ -121,11 +122,16 @@ def tiny():
     model.eval()
     held_x, held_y = x[400:], y[400:]
 
-    def score(state_dict) -> float:
+    def samples(state_dict) -> torch.Tensor:  # 100 per correct sample, 0 per wrong one
         probe = torch.nn.Sequential(torch.nn.Linear(48, 96), torch.nn.ReLU(), torch.nn.Linear(96, 8))
         probe.load_state_dict({k: v.float() for k, v in state_dict.items()})
         with torch.no_grad():
-            return 100.0 * float((probe(held_x).argmax(1) == held_y).float().mean())
+            return 100.0 * (probe(held_x).argmax(1) == held_y).double()
+
+    def score(state_dict) -> float:
+        return float(samples(state_dict).mean())
+
+    score.samples = samples
 
     state = OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
     fisher = FisherSensitivity.from_model(model, [(x[:200], y[:200])], max_samples=200)
@@ -187,6 +193,52 @@ def test_unmeetable_budget_writes_nothing_unless_best_effort(tiny, tmp_path):
     assert any(n.level == "warning" and "best effort" in n.message for n in answer.notices)
 
 
+def test_split_score_and_paired_standard_error():
+    assert split_score(87.5) == (87.5, None)
+    mean, samples = split_score(torch.tensor([100.0, 0.0, 100.0, 100.0]))
+    assert mean == 75.0 and samples.dtype == np.float64 and samples.shape == (4,)
+    for bad in ([], [[1.0, 2.0]], [1.0, float("nan")], float("inf"), "high"):
+        with pytest.raises(ConfigError):
+            split_score(bad)
+    reference = np.array([100.0, 100.0, 0.0, 100.0, 0.0, 100.0])
+    other = np.array([100.0, 0.0, 0.0, 100.0, 100.0, 0.0])
+    differences = reference - other  # 0, 100, 0, 0, -100, 100
+    assert paired_se(reference, other) == pytest.approx(differences.std(ddof=1) / np.sqrt(6))
+    assert paired_se(reference, reference) == 0.0
+    assert paired_se(None, other) is None and paired_se(reference, None) is None
+    with pytest.raises(ConfigError, match="same samples"):
+        paired_se(reference, other[:5])
+
+
+def test_confidence_margin_keeps_more_bytes_and_is_recorded(tiny, tmp_path):
+    state, score, fisher = tiny
+    analysis = analyze(state, sensitivity=fisher, space=FAST)
+    plain = encode_to_budget(state, budget=AccuracyBudget(max_drop=2.0, score=score.samples, confidence=0.5),
+                             analysis=analysis)
+    out = tmp_path / "safe.wcodec"
+    safe = encode_to_budget(state, out, budget=AccuracyBudget(max_drop=2.0, score=score.samples, confidence=0.95),
+                            analysis=analysis)
+    assert safe.met and plain.met
+    assert safe.result.report.total_bytes >= plain.result.report.total_bytes
+    z = AccuracyBudget(max_drop=2.0, confidence=0.95).z
+    assert z == pytest.approx(1.6449, abs=1e-3) and AccuracyBudget(max_drop=1, confidence=0.5).z == 0.0
+    # the answer is the cheapest scored point whose drop + z * se is within the budget; every cheaper
+    # scored point failed that test (not necessarily drop <= budget)
+    chosen = min((e for e in safe.evaluations if e.bound(z) <= 2.0), key=lambda e: e.bytes)
+    assert chosen.se is not None and chosen.score == pytest.approx(safe.record.score, abs=1e-4)
+    assert all(e.bound(z) > 2.0 for e in safe.evaluations if e.bytes < chosen.bytes)
+    plan = api.read_header(out).plan
+    assert plan.confidence == 0.95 and plan.drop_se == pytest.approx(chosen.se, rel=1e-4)
+    # the mean of the per-sample values is the score
+    assert safe.record.score == pytest.approx(score(api.decode(out, as_state_dict=True).state_dict), abs=1e-4)
+    # a single-number score has no known noise: no margin, nothing recorded
+    single = encode_to_budget(state, budget=AccuracyBudget(max_drop=2.0, score=score, confidence=0.95),
+                              analysis=analysis)
+    assert single.record.drop_se is None and single.record.confidence is None
+    describe = lambda answer: {n: o.plan.describe() for n, o in answer.chosen.items()}  # noqa: E731
+    assert describe(single) == describe(plain)  # the same plan as confidence 0.5 (only the header differs)
+
+
 def test_data_free_mode_warns_and_size_budget_fits(tiny):
     state, score, _ = tiny
     answer = encode_to_budget(state, budget=AccuracyBudget(max_drop=1.0), space=FAST)
@@ -210,6 +262,9 @@ def test_bad_budgets_and_settings_are_config_errors(tiny):
         AccuracyBudget(max_drop=1, score="not callable")
     with pytest.raises(ConfigError):
         SizeBudget(target_bytes=0)
+    for confidence in (0.4, 1.0, True, "0.9"):
+        with pytest.raises(ConfigError, match="confidence"):
+            AccuracyBudget(max_drop=1, confidence=confidence)
     with pytest.raises(ConfigError):
         SearchSpace(granularities=("per-row",))
 
@@ -245,10 +300,27 @@ def test_cli_max_drop_with_calibration_and_info_shows_the_plan(digits_folder, tm
     plan = api.read_header(out).plan
     assert plan.method == "fisher" and plan.met and plan.calibration_samples == 120
     assert plan.reference_score - plan.score <= 2.0
+    # per-image scores: the drop's standard error is known and held to the budget at the default confidence
+    assert plan.confidence == 0.8 and plan.drop_se is not None
+    assert plan.reference_score - plan.score + 0.8416 * plan.drop_se <= 2.0 + 1e-3
     info = runner.invoke(main, ["info", str(out)])
     assert info.exit_code == 0 and "plan: lose at most 2 points (met)" in info.output
+    assert "held to the budget at confidence 0.8" in " ".join(info.output.split())
     decoded = runner.invoke(main, ["decode", str(out), "-o", str(tmp_path / "d.pt"), "-q"])
     assert decoded.exit_code == 0, decoded.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--qp", "28"], "--confidence only applies with --max-drop or --target-size"),
+    (["--max-drop", "1"], "--confidence only applies with --max-drop and --calib-data"),
+    (["--max-drop", "1", "--confidence", "1"], "Invalid value for '--confidence'"),
+])
+def test_cli_confidence_needs_a_measured_drop(digits_folder, tmp_path, args, message):
+    _, weights = digits_folder
+    out = tmp_path / "c.wcodec"
+    result = CliRunner().invoke(main, ["encode", str(weights), "-o", str(out), "--confidence", "0.9", *args])
+    assert result.exit_code != 0 and message in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output and not out.exists()
 
 
 def test_cli_max_drop_without_data_warns_and_uses_the_data_free_proxy(digits_folder, tmp_path):

@@ -18,6 +18,7 @@ from .api import EncodeReport, decode, encode, read_header
 from .backends import available_backends
 from .policy import POLICIES
 from .config import (
+    DEFAULT_CONFIDENCE,
     CHROMA_FORMATS,
     DEFAULT_MATRIX_GUARD_SQNR_DB,
     DEFAULT_EFFORT,
@@ -209,6 +210,11 @@ def main() -> None:
 @click.option("--fisher-samples", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
               help="Calibration images used to measure layer sensitivities (the Fisher information); all of "
                    "them score the candidates.")
+@click.option("--confidence", type=click.FloatRange(min=0.5, max=1, max_open=True), default=DEFAULT_CONFIDENCE,
+              show_default=True, metavar="P",
+              help="--max-drop with --calib-data: a drop measured on N images is noisy, so a plan passes only if "
+                   "its drop plus a margin of standard errors is within POINTS, the budget then holding with this "
+                   "one-sided confidence on unseen images like them. 0.5: no margin (bytes for luck).")
 @click.option("--best-effort", is_flag=True,
               help="If the budget cannot be met, write the closest file anyway (marked as missing its budget).")
 @click.option("--code-conv", is_flag=True, help="Also HEVC-code conv weights (costs accuracy; see docs).")
@@ -233,7 +239,7 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the per-layer report as JSON on stdout.")
 def encode_command(model, output, qp, policy, lossless, layer_qp, granularity, layer_granularity, guard_db, matrix_guard_db,
                    chroma, effort, preset, max_tile, max_drop, target_size, arch, calib_data, calib_limit, fisher_samples,
-                   best_effort, code_conv, int8_only, no_zstd, backend, trust_pickle, verify, workers, ray_address, force,
+                   confidence, best_effort, code_conv, int8_only, no_zstd, backend, trust_pickle, verify, workers, ray_address, force,
                    quiet, as_json):
     """Compress MODEL: a torch.save'd state_dict (or a pickled nn.Module with --trust-pickle), a
     .safetensors file, or a Hugging Face model folder (config.json + model.safetensors, or sharded
@@ -256,7 +262,8 @@ def encode_command(model, output, qp, policy, lossless, layer_qp, granularity, l
     budgeted = max_drop is not None or target_size is not None
     if not budgeted:
         for option, value in (("--arch", arch), ("--calib-data", calib_data), ("--calib-limit", calib_limit),
-                              ("--best-effort", best_effort or None)):
+                              ("--best-effort", best_effort or None),
+                              ("--confidence", None if confidence == DEFAULT_CONFIDENCE else confidence)):
             if value is not None:
                 raise UserError(f"{option} only applies with --max-drop or --target-size")
     if budgeted:
@@ -264,7 +271,8 @@ def encode_command(model, output, qp, policy, lossless, layer_qp, granularity, l
             raise UserError("--ray does not combine with --max-drop or --target-size (the search runs on this machine)")
         result = _encode_budgeted(model, output, config, quiet=quiet or as_json, max_drop=max_drop,
                                   target_size=target_size, arch=arch, calib_data=calib_data, calib_limit=calib_limit,
-                                  fisher_samples=fisher_samples, best_effort=best_effort, trust_pickle=trust_pickle,
+                                  fisher_samples=fisher_samples, confidence=confidence, best_effort=best_effort,
+                                  trust_pickle=trust_pickle,
                                   granularity=granularity, int8_only=int8_only, workers=workers)
     else:
         bar, update = _progress(quiet or as_json, "encoding")
@@ -297,7 +305,8 @@ def default_output(model: Path) -> Path:
 
 
 def _encode_budgeted(model, output, config, *, quiet, max_drop, target_size, arch, calib_data, calib_limit,
-                     fisher_samples, best_effort, trust_pickle, granularity, int8_only, workers=None):
+                     fisher_samples, best_effort, trust_pickle, granularity, int8_only, workers=None,
+                     confidence=DEFAULT_CONFIDENCE):
     """``--max-drop`` / ``--target-size``: check the calibration data, measure sensitivities, search, write."""
     from .allocation import AccuracyBudget, DataFreeSensitivity, SearchSpace, SizeBudget, encode_to_budget
     from .modelio import load_source
@@ -332,15 +341,17 @@ def _encode_budgeted(model, output, config, *, quiet, max_drop, target_size, arc
             if bar:
                 bar.stop()
         with console.status("scoring the float model"):
-            reference = _run(calibration.score, loaded.state_dict)
-        common = dict(score=calibration.score, reference=reference, description=calibration.description,
+            reference = _run(calibration.score_samples, loaded.state_dict)
+        common = dict(score=calibration.score_samples, reference=reference, description=calibration.description,
                       samples=calibration.samples)
     else:
         if arch is not None:
             console.print(f"[bold yellow]warning:[/] --arch {arch} without --calib-data: nothing to measure with",
                           highlight=False)
         sensitivity, common = DataFreeSensitivity(), {}
-    budget = _run(AccuracyBudget, max_drop=max_drop, **common) if max_drop is not None else \
+    if confidence != DEFAULT_CONFIDENCE and (max_drop is None or calib_data is None):
+        raise UserError("--confidence only applies with --max-drop and --calib-data (a measured drop)")
+    budget = _run(AccuracyBudget, max_drop=max_drop, confidence=confidence, **common) if max_drop is not None else \
         _run(SizeBudget, target_bytes=target_size, **common)
     bar, update = _progress(quiet, "coding every option of every layer")
     if bar:
@@ -369,8 +380,10 @@ def _plan_summary(plan) -> str:
     if plan.calibration:
         text += f"; calibration: {plan.calibration}"
     if plan.score is not None and plan.reference_score is not None:
+        noise = "" if plan.drop_se is None else f" +- {plan.drop_se:.2g}"
+        margin = "" if plan.confidence is None else f", held to the budget at confidence {plan.confidence:g}"
         text += f"; score {plan.score:.4g} against {plan.reference_score:.4g} for the float model " \
-                f"(drop {plan.drop:+.3g}, measured)"
+                f"(drop {plan.drop:+.3g}{noise}, measured{margin})"
     elif plan.objective == "max-drop":
         text += "; drop not measured (no calibration data)"
     if plan.predicted_loss is not None:

@@ -76,6 +76,11 @@ SMALL_MATRIX_PARAMS: tuple[tuple[str, str], ...] = (("min-cu-size", "8"),)
 DEFAULT_GUARD_SQNR_DB = 38.0
 DEFAULT_MATRIX_GUARD_SQNR_DB = 30.0
 
+#: ``--max-drop`` with per-sample scores: one-sided confidence that the drop on images like the
+#: calibration ones is within the budget (a margin of z = 0.84 standard errors of the measured drop;
+#: weightcodec.allocation.budget). Checked on held-out images in docs/RESULTS.md.
+DEFAULT_CONFIDENCE = 0.8
+
 
 def _check(condition: bool, message: str) -> None:
     if not condition:

@@ -612,6 +612,8 @@ class PlanRecord:
     candidates: int | None = None  # options coded and measured
     seconds: float | None = None
     layers: dict[str, float] = field(default_factory=dict)  # tensor name -> its predicted loss
+    drop_se: float | None = None  # paired standard error of the measured drop (per-sample scores)
+    confidence: float | None = None  # the search held drop + z(confidence) * drop_se to the budget
 
     @property
     def drop(self) -> float | None:
@@ -624,7 +626,7 @@ class PlanRecord:
                                "met": self.met}
         if self.calibration is not None or self.calibration_samples is not None:
             out["calibration"] = {"description": self.calibration, "samples": self.calibration_samples}
-        for key in ("reference_score", "score", "predicted_loss", "candidates", "seconds"):
+        for key in ("reference_score", "score", "predicted_loss", "candidates", "seconds", "drop_se", "confidence"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.layers:
@@ -665,8 +667,12 @@ class PlanRecord:
             if name not in names:
                 fail(f"plan.layers names {name!r}, which is not a tensor of the file")
             _plan_number(layers, name, "plan.layers", low=0)
+        drop_se = _plan_number(obj, "drop_se", where, low=0)
+        confidence = _plan_number(obj, "confidence", where, low=0)
+        if confidence is not None and confidence >= 1:
+            fail("plan.confidence must be a number from 0 to below 1")
         return cls(method, objective, budget, met, description, samples, candidates=candidates, seconds=seconds,
-                   layers=dict(layers), **numbers)
+                   layers=dict(layers), drop_se=drop_se, confidence=confidence, **numbers)
 
 
 @dataclass

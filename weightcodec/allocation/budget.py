@@ -10,6 +10,14 @@ accuracy budget with a score (``AccuracyBudget(max_drop=..., score=fn)``)
     search bisects along the frontier on the predicted loss (log scale), scoring each point's real
     decoded file, and keeps the cheapest point whose measured drop is within ``max_drop``. Every
     answer is a measurement on the calibration data, never a prediction.
+
+    A drop measured on n images is noisy: when ``score`` returns one value per sample (e.g. 100
+    for a correct image, 0 for a wrong one; their mean is the score) the search knows the paired
+    standard error of every drop, se = std(reference_i - score_i) / sqrt(n), and a point passes
+    only if ``drop + z * se <= max_drop``, z the normal quantile of ``confidence`` (default
+    :data:`DEFAULT_CONFIDENCE`): the budget is then met with that one-sided confidence on images
+    like the calibration ones, not just on those images (docs/RESULTS.md measures it on held-out
+    images). A score that returns one number gets no margin (se unknown).
 accuracy budget without a score (data-free)
     The frontier point whose predicted data-free loss (mean relative per-channel squared error,
     summed over layers) is within :data:`DATA_FREE_LOSS_PER_POINT` x ``max_drop``: a rule of
@@ -27,16 +35,18 @@ loss) is written into the file's header as its ``plan`` record (docs/FORMAT.md 3
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import api
 from ..atomic import atomic_write
-from ..config import EncodeConfig
+from ..config import DEFAULT_CONFIDENCE, EncodeConfig
 from ..errors import BudgetError, ConfigError
 from ..header import PlanRecord
 from ..modelio import LoadedModel, load_source
@@ -46,7 +56,8 @@ from .candidates import Option, SearchSpace, TensorOptions, measure_options
 from .sensitivity import DataFreeSensitivity, Sensitivity
 from .solver import Frontier, Point, fill, frontier
 
-Score = Callable[[Mapping[str, torch.Tensor]], float]
+#: ``score(state_dict)``: one number (higher is better), or one value per sample whose mean is the score
+Score = Callable[[Mapping[str, torch.Tensor]], "float | np.ndarray | torch.Tensor"]
 Progress = Callable[[str, int, int], None]
 Log = Callable[[str], None]
 
@@ -66,16 +77,20 @@ DEFAULT_BYTES_TOLERANCE = 0.005
 class AccuracyBudget:
     """Lose at most ``max_drop`` of ``score`` (higher is better, e.g. top-1 in percent).
 
-    ``score(state_dict) -> float`` scores a decoded state_dict on calibration data; without it
-    the data-free proxy decides (and says so). ``reference`` is the float model's score (measured
-    when None). ``description`` and ``samples`` say what the calibration data is (for the header).
+    ``score(state_dict)`` scores a decoded state_dict on calibration data: one number, or better
+    one value per sample (their mean is the score), which lets the search hold ``drop + z * se``
+    to the budget at ``confidence`` (module docstring); without a score the data-free proxy
+    decides (and says so). ``reference`` is the float model's score as ``score`` returns it
+    (measured when None). ``description`` and ``samples`` say what the calibration data is (for
+    the header).
     """
 
     max_drop: float
     score: Score | None = None
-    reference: float | None = None
+    reference: "float | np.ndarray | None" = None
     description: str | None = None
     samples: int | None = None
+    confidence: float = DEFAULT_CONFIDENCE
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_drop, (int, float)) or isinstance(self.max_drop, bool) \
@@ -83,6 +98,14 @@ class AccuracyBudget:
             raise ConfigError(f"max_drop must be a finite number >= 0, got {self.max_drop!r}")
         if self.score is not None and not callable(self.score):
             raise ConfigError("score must be a callable score(state_dict) -> float")
+        if not isinstance(self.confidence, (int, float)) or isinstance(self.confidence, bool) \
+                or not 0.5 <= self.confidence < 1:
+            raise ConfigError(f"confidence must be a number from 0.5 (no margin) to below 1, got {self.confidence!r}")
+
+    @property
+    def z(self) -> float:
+        """Standard errors of margin: the normal quantile of ``confidence`` (0 at 0.5)."""
+        return statistics.NormalDist().inv_cdf(self.confidence)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,6 +136,47 @@ class Evaluation:
     score: float | None = None
     drop: float | None = None
     seconds: float = 0.0
+    se: float | None = None  # paired standard error of ``drop`` (per-sample scores only)
+
+    def bound(self, z: float) -> float:
+        """``drop + z * se``: the drop the search holds to the budget (``drop`` if se is unknown)."""
+        return self.drop + z * (self.se or 0.0)
+
+
+def split_score(value) -> tuple[float, np.ndarray | None]:
+    """A score's mean and its per-sample values (None for a single number).
+
+    Raises:
+        ConfigError: not a finite number or a non-empty 1-D array of finite numbers.
+    """
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, (np.ndarray, list, tuple)):
+        samples = np.asarray(value, dtype=np.float64)
+        if samples.ndim != 1 or samples.size == 0 or not np.isfinite(samples).all():
+            raise ConfigError("score(state_dict) must return a finite number or a non-empty 1-D array of finite "
+                              f"per-sample values, got an array of shape {samples.shape}")
+        return float(samples.mean()), samples
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"score(state_dict) must return a number or per-sample values, got {type(value).__name__}") \
+            from None
+    if not math.isfinite(number):
+        raise ConfigError(f"score(state_dict) returned {number}")
+    return number, None
+
+
+def paired_se(reference: np.ndarray | None, samples: np.ndarray | None) -> float | None:
+    """Standard error of ``mean(reference - samples)`` over paired samples (None if unknown)."""
+    if reference is None or samples is None:
+        return None
+    if reference.shape != samples.shape:
+        raise ConfigError(f"score(state_dict) returned {samples.size} per-sample values for this file and "
+                          f"{reference.size} for the float model: they must be the same samples")
+    if samples.size < 2:
+        return None
+    return float(np.std(reference - samples, ddof=1) / math.sqrt(samples.size))
 
 
 @dataclass
@@ -129,7 +193,7 @@ class Analysis:
     candidates: int
     #: real scores of frontier points already measured, by (score callable, point index):
     #: several budgets searched on one analysis score each file once
-    scored: dict[tuple[object, int], tuple[int, float, float]] = field(default_factory=dict)
+    scored: dict[tuple[object, int], tuple[int, float, np.ndarray | None, float]] = field(default_factory=dict)
 
     def choose(self, point: Point) -> dict[str, Option]:
         return self.front.options(point)
@@ -209,8 +273,15 @@ def _layers_record(chosen: Mapping[str, Option]) -> dict[str, float]:
     return {name: float(f"{o.loss:.6g}") for name, o in chosen.items() if o.plan.storage != "raw" or o.loss > 0}
 
 
+def _margin_text(evaluation: Evaluation, budget: AccuracyBudget) -> str:
+    if not evaluation.se or budget.z == 0:
+        return ""
+    return (f", {evaluation.bound(budget.z):.3g} with its margin of {budget.z:.2g} standard errors "
+            f"({evaluation.se:.2g} points each; confidence {budget.confidence:g})")
+
+
 def _record(analysis: Analysis, budget, *, objective: str, met: bool, chosen: Mapping[str, Option],
-            reference: float | None, score: float | None, started: float) -> PlanRecord:
+            reference: float | None, score: float | None, started: float, drop_se: float | None = None) -> PlanRecord:
     limit = budget.max_drop if objective == "max-drop" else budget.target_bytes
     loss = sum(o.loss for o in chosen.values())
     has_score = budget.score is not None
@@ -220,7 +291,8 @@ def _record(analysis: Analysis, budget, *, objective: str, met: bool, chosen: Ma
         calibration_samples=budget.samples if has_score else None,
         reference_score=_rounded(reference), score=_rounded(score), predicted_loss=float(f"{loss:.6g}"),
         candidates=analysis.candidates, seconds=round(time.perf_counter() - started, 1),
-        layers=_layers_record(chosen))
+        layers=_layers_record(chosen), drop_se=_rounded(drop_se),
+        confidence=budget.confidence if drop_se is not None else None)
 
 
 def _rounded(value: float | None) -> float | None:
@@ -230,8 +302,10 @@ def _rounded(value: float | None) -> float | None:
 class _Scorer:
     """Scores frontier points by assembling, decoding and scoring their real file (cached per point)."""
 
-    def __init__(self, analysis: Analysis, score: Score, reference: float, log: Log | None):
+    def __init__(self, analysis: Analysis, score: Score, reference: float, log: Log | None,
+                 reference_samples: np.ndarray | None = None, z: float = 0.0):
         self.analysis, self.score, self.reference, self.log = analysis, score, reference, log
+        self.reference_samples, self.z = reference_samples, z
         self.done: dict[int, Evaluation] = {}
 
     def __call__(self, index: int) -> Evaluation:
@@ -241,29 +315,33 @@ class _Scorer:
         point = self.analysis.front.points[index]
         key = (self.score, index)  # the callable itself: holding it keeps its identity unique
         if key in self.analysis.scored:
-            size, value, seconds = self.analysis.scored[key]
+            size, value, samples, seconds = self.analysis.scored[key]
         else:
             result = assemble(self.analysis, self.analysis.choose(point))
-            value = float(self.score(decode_state_dict(result.data, self.analysis.config)))
+            value, samples = split_score(self.score(decode_state_dict(result.data, self.analysis.config)))
             size, seconds = result.report.total_bytes, time.perf_counter() - started
-            self.analysis.scored[key] = (size, value, seconds)
-        evaluation = Evaluation(index, size, point.loss, value, self.reference - value, seconds)
+            self.analysis.scored[key] = (size, value, samples, seconds)
+        se = paired_se(self.reference_samples, samples)
+        evaluation = Evaluation(index, size, point.loss, value, self.reference - value, seconds, se)
         self.done[index] = evaluation
         if self.log:
+            noise = "" if se is None else f" +- {se:.3f}"
             self.log(f"point {index}/{len(self.analysis.front.points) - 1}: {evaluation.bytes:,} B, predicted loss "
-                     f"{point.loss:.4g}, score {value:.3f} (drop {evaluation.drop:+.3f})")
+                     f"{point.loss:.4g}, score {value:.3f} (drop {evaluation.drop:+.3f}{noise})")
         return evaluation
 
 
 def search_accuracy(analysis: Analysis, budget: AccuracyBudget, *, reference: float, log: Log | None = None,
-                    max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
+                    reference_samples: np.ndarray | None = None, max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
                     tolerance: float = DEFAULT_BYTES_TOLERANCE) -> tuple[int | None, list[Evaluation]]:
-    """The cheapest frontier index whose measured drop is within the budget (None if even the most
-    accurate point misses it), and every evaluation made."""
+    """The cheapest frontier index whose measured drop (plus its margin, ``z * se``, with per-sample
+    scores) is within the budget (None if even the most accurate point misses it), and every
+    evaluation made."""
     points = analysis.front.points
-    scorer = _Scorer(analysis, budget.score, reference, log)
+    z = budget.z
+    scorer = _Scorer(analysis, budget.score, reference, log, reference_samples, z)
     top = len(points) - 1
-    passes = lambda e: e.drop <= budget.max_drop  # noqa: E731
+    passes = lambda e: e.bound(z) <= budget.max_drop  # noqa: E731
     if not passes(scorer(top)):
         return None, list(scorer.done.values())
     good, bad = top, None
@@ -344,37 +422,47 @@ def encode_to_budget(
     elif budget.score is None or analysis.sensitivity.method == "data-free":
         notices.append(Notice("note", "layer sensitivities come from the data-free proxy (relative weight error)"
                                       + ("; the drop is measured with the score" if budget.score else "")))
-    reference = budget.reference
+    reference, reference_samples = budget.reference, None
+    if isinstance(reference, (np.ndarray, torch.Tensor, list, tuple)):
+        reference, reference_samples = split_score(reference)
     if budget.score is not None and reference is None:
-        reference = float(budget.score(analysis.loaded.state_dict))
+        reference, reference_samples = split_score(budget.score(analysis.loaded.state_dict))
     if isinstance(budget, SizeBudget):
         return _encode_to_size(analysis, budget, output, reference=reference, notices=notices, started=started,
                                metadata=metadata, log=log)
 
     evaluations: list[Evaluation] = []
     front = analysis.front
+    drop_se = None
     if budget.score is None:
         index = front.index_for_loss(DATA_FREE_LOSS_PER_POINT * budget.max_drop)
         met = True
         score_value = None
     else:
         index, evaluations = search_accuracy(analysis, budget, reference=reference, log=log,
-                                             max_evaluations=max_evaluations)
+                                             reference_samples=reference_samples, max_evaluations=max_evaluations)
         met = index is not None
         if not met:
-            best = min(evaluations, key=lambda e: e.drop)
+            best = min(evaluations, key=lambda e: e.bound(budget.z))
             if not best_effort:
                 raise BudgetError(
                     f"a drop of at most {budget.max_drop:g} cannot be met: even with every quantized layer at "
-                    f"int8 the score drops by {best.drop:.3g} ({reference:.4g} -> {best.score:.4g}); nothing was "
-                    "written (raise the budget, or pass --best-effort to write the most accurate file)")
+                    f"int8 the score drops by {best.drop:.3g} ({reference:.4g} -> {best.score:.4g})"
+                    + _margin_text(best, budget) + "; nothing was written (raise the budget, give more calibration "
+                    "data, or pass --best-effort to write the most accurate file)")
             index = best.index
             notices.append(Notice("warning", f"best effort: the budget of {budget.max_drop:g} is not met; the most "
-                                             f"accurate file found drops the score by {best.drop:.3g}"))
-        score_value = next(e.score for e in evaluations if e.index == index)
+                                             f"accurate file found drops the score by {best.drop:.3g}"
+                                             + _margin_text(best, budget)))
+        chosen_evaluation = next(e for e in evaluations if e.index == index)
+        score_value, drop_se = chosen_evaluation.score, chosen_evaluation.se
+        if met and drop_se is not None and drop_se > 0.5 * budget.max_drop:
+            notices.append(Notice("warning", f"the measured drop, {chosen_evaluation.drop:.3g}, has a standard error of "
+                                             f"{drop_se:.2g} points on {reference_samples.size} samples, more than half "
+                                             "the budget: more calibration data would let the search keep fewer bytes"))
     chosen = front.options(front.points[index])
     record = _record(analysis, budget, objective="max-drop", met=met, chosen=chosen, reference=reference,
-                     score=score_value, started=started)
+                     score=score_value, started=started, drop_se=drop_se)
     result = assemble(analysis, chosen, record=record, notices=notices, metadata=metadata)
     return BudgetResult(_finish(result, output, started), record, chosen, evaluations, reference, notices)
 
@@ -407,7 +495,7 @@ def _encode_to_size(analysis: Analysis, budget: SizeBudget, output, *, reference
         score_value = None
         if budget.score is not None:
             data = assemble(analysis, chosen).data
-            score_value = float(budget.score(decode_state_dict(data, analysis.config)))
+            score_value = split_score(budget.score(decode_state_dict(data, analysis.config)))[0]
             evaluations.append(Evaluation(-1, len(data), sum(o.loss for o in chosen.values()), score_value,
                                           reference - score_value))
             if log:
@@ -423,5 +511,6 @@ def _encode_to_size(analysis: Analysis, budget: SizeBudget, output, *, reference
                       "nothing was written")
 
 
-__all__ = ["AccuracyBudget", "Analysis", "BudgetResult", "DATA_FREE_LOSS_PER_POINT", "Evaluation", "SizeBudget",
-           "analyze", "assemble", "build_plan", "encode_to_budget", "search_accuracy"]
+__all__ = ["AccuracyBudget", "Analysis", "BudgetResult", "DATA_FREE_LOSS_PER_POINT", "DEFAULT_CONFIDENCE", "Evaluation",
+           "SizeBudget", "analyze", "assemble", "build_plan", "encode_to_budget", "paired_se", "split_score",
+           "search_accuracy"]

@@ -40,7 +40,7 @@ from torch import nn
 
 from ..errors import AssetNotFoundError, DatasetError, ModelLoadError
 from .datasets import IMAGE_EXTENSIONS, MNIST_MEAN, MNIST_STD, imagenet_transform
-from .metrics import evaluate
+from .metrics import evaluate, top1_hits
 from .models import fit_state_dict
 from .zoo import get_model_spec
 
@@ -155,6 +155,12 @@ class Calibration:
         """Top-1 accuracy (percent) of the model with ``state_dict`` on the calibration images."""
         return evaluate(fit_state_dict(self.model, state_dict), self.batches)["top1"]
 
+    def score_samples(self, state_dict: Mapping[str, torch.Tensor]) -> np.ndarray:
+        """Per-image top-1 (100 for a hit, 0 for a miss) on the calibration images: their mean is
+        :meth:`score`, and a budget search uses them for the paired standard error of a drop."""
+        hits = top1_hits(fit_state_dict(self.model, state_dict), self.batches)
+        return hits.numpy().astype(np.float64) * 100.0
+
     def fisher(self, *, max_samples: int | None = None, seed: int = 0, progress=None):
         """The model's diagonal Fisher information on (at most ``max_samples`` of) the images."""
         from ..allocation.sensitivity import FisherSensitivity
@@ -162,12 +168,13 @@ class Calibration:
         return FisherSensitivity.from_model(self.model, self.batches, max_samples=max_samples, seed=seed,
                                             progress=progress)
 
-    def budget(self, max_drop: float):
-        """An :class:`~weightcodec.allocation.AccuracyBudget` of ``max_drop`` top-1 points on these images."""
+    def budget(self, max_drop: float, **options):
+        """An :class:`~weightcodec.allocation.AccuracyBudget` of ``max_drop`` top-1 points on these images
+        (scored per image, so the search knows the noise of each drop; ``options``: e.g. ``confidence``)."""
         from ..allocation import AccuracyBudget
 
-        return AccuracyBudget(max_drop=max_drop, score=self.score, description=self.description,
-                              samples=self.samples)
+        return AccuracyBudget(max_drop=max_drop, score=self.score_samples, description=self.description,
+                              samples=self.samples, **options)
 
 
 def load_calibration(

@@ -61,12 +61,28 @@ def evaluate(
     Raises:
         DatasetError: if the loader yields no samples or the model output is not ``(batch, classes)``.
     """
+    hits_top1, hits_top5 = _hits(model, loader, progress)
+    done = int(hits_top1.numel())
+    return Accuracy(top1=100.0 * int(hits_top1.sum()) / done, top5=100.0 * int(hits_top5.sum()) / done, n=done)
+
+
+def top1_hits(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
+              progress: ProgressCallback | None = None) -> torch.Tensor:
+    """Per-sample top-1 hits (a bool tensor in the loader's order): what :func:`evaluate` averages.
+
+    A budget search uses them to compare two models image by image (the paired standard error of
+    an accuracy drop, :mod:`weightcodec.allocation.budget`). Raises as :func:`evaluate` does.
+    """
+    return _hits(model, loader, progress)[0]
+
+
+def _hits(model: nn.Module, loader, progress) -> tuple[torch.Tensor, torch.Tensor]:
     total = _dataset_size(loader)
     device = _model_device(model)
     was_training = model.training
     model.eval()
-    correct_top1 = 0
-    correct_top5 = 0
+    top1: list[torch.Tensor] = []
+    top5: list[torch.Tensor] = []
     done = 0
     try:
         with torch.no_grad():
@@ -81,8 +97,8 @@ def evaluate(
                 k = min(5, logits.shape[1])
                 top_classes = logits.topk(k, dim=1).indices
                 hits = top_classes == labels.unsqueeze(1)
-                correct_top1 += int(hits[:, 0].sum())
-                correct_top5 += int(hits.any(dim=1).sum())
+                top1.append(hits[:, 0].cpu())
+                top5.append(hits.any(dim=1).cpu())
                 done += labels.shape[0]
                 if progress is not None:
                     progress(done, total)
@@ -90,7 +106,7 @@ def evaluate(
         model.train(was_training)
     if done == 0:
         raise DatasetError("the evaluation loader yielded no samples")
-    return Accuracy(top1=100.0 * correct_top1 / done, top5=100.0 * correct_top5 / done, n=done)
+    return torch.cat(top1), torch.cat(top5)
 
 
 def _perplexity(model, data, *, progress=None):
