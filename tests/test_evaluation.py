@@ -146,6 +146,10 @@ def test_evaluate_counts_top1_and_top5_exactly() -> None:
                       progress=lambda done, total: progress_calls.append((done, total)))
     assert result == {"top1": 25.0, "top5": 75.0, "n": 4}
     assert progress_calls == [(3, 4), (4, 4)]
+    from weightcodec.evaluation.metrics import top1_hits
+
+    hits = top1_hits(nn.Identity(), _loader(logits, labels))  # per sample, in order: what top1 averages
+    assert hits.dtype == torch.bool and hits.tolist() == [True, False, False, False]
 
 
 def test_evaluate_with_fewer_than_five_classes_and_restores_mode() -> None:
