@@ -83,7 +83,8 @@ def test_output_heads_get_the_head_target():
     assert plain[emb].role == "embedding" and with_head[emb].role == "head"
     assert with_head["lm_head.weight"].storage == "alias"
     assert with_head[emb].predicted_snr_db >= 30.0 - 1e-6 and with_head[emb].hevc.qp < plain[emb].hevc.qp
-    assert (with_head[emb].axis, with_head[emb].col_scales) == (1, False)  # laid out as an embedding
+    assert (plain[emb].axis, plain[emb].col_scales) == (1, False)  # an input embedding: per-column scales
+    assert (with_head[emb].axis, with_head[emb].col_scales) == (0, False)  # a head: one scale per token row
     hinted = {p.name: p for p in plan_encode(state, config, heads={emb}).tensors}
     assert hinted[emb].role == "head" and hinted[emb].hevc.qp == with_head[emb].hevc.qp
 

@@ -113,12 +113,12 @@ def write_folder_atomically(out: Path, fill) -> None:
 @click.option("--min-lr-ratio", default=0.1, help="final learning rate / peak")
 @click.option("--weight-decay", default=0.1)
 @click.option("--warmup", default=25, help="warm-up steps")
-@click.option("--max-steps", default=320, help="cosine schedule length and step budget")
-@click.option("--eval-every", default=20, help="steps between validation evaluations")
+@click.option("--max-steps", default=3000, help="cosine schedule length and step budget")
+@click.option("--eval-every", default=25, help="steps between validation evaluations")
 @click.option("--eval-tokens", default=16384, help="validation tokens scored during training (all at the end)")
-@click.option("--patience", default=4, help="stop after this many evaluations without improvement")
+@click.option("--patience", default=6, help="stop after this many evaluations without improvement")
 @click.option("--min-delta", default=0.002, help="relative validation-loss improvement that counts")
-@click.option("--max-minutes", default=60.0, help="wall-time budget for the training loop")
+@click.option("--max-minutes", default=120.0, help="wall-time budget for the training loop")
 @click.option("--stop-step", type=int, default=None,
               help="stop after this many steps of the --max-steps schedule (reproduces a run that a wall-time "
                    "budget stopped, without depending on the clock)")
@@ -181,6 +181,7 @@ def run(*, out, corpus_root, vocab_size, n_layer, n_embd, n_head, seq_len, dropo
 
     curve = []
     best = (math.inf, 0, None)
+    counted = math.inf
     since_best = 0
     stop_reason = "max_steps"
     train_started = time.time()
@@ -213,8 +214,10 @@ def run(*, out, corpus_root, vocab_size, n_layer, n_embd, n_head, seq_len, dropo
             running, running_n = 0.0, 0
             log(f"step {step:5d} epoch {epoch} train {point['train_loss']:.4f} val {val:.4f} "
                 f"(ppl {math.exp(val):.2f}) lr {point['lr']:.2e} {elapsed / 60:.1f} min")
-            if val < best[0] * (1 - min_delta):
-                since_best = 0
+            # patience counts evaluations without a gain of min_delta over the last *counted* gain
+            # (as Keras' EarlyStopping does): a slow, steady fall is progress, not a plateau
+            if val < counted * (1 - min_delta):
+                counted, since_best = val, 0
             else:
                 since_best += 1
             if val < best[0]:
