@@ -74,3 +74,14 @@ def test_machine_info_records_the_versions_the_numbers_depend_on():
     assert info["logical_cores"] >= 1 and info["torch_threads"] >= 1
     assert {"weightcodec", "torch", "numpy", "av", "zstandard"} <= set(info["versions"])
     assert info["versions"]["numpy"] == np.__version__
+
+
+def test_tensor_error_integer_fast_path_matches_float64():
+    rng = np.random.default_rng(0)
+    ref = rng.integers(-127, 128, (300, 200)).astype(np.int8)
+    got = np.clip(ref.astype(np.int16) + rng.integers(-9, 10, ref.shape), -127, 127).astype(np.int8)
+    fast = tensor_error(got, ref)
+    slow = tensor_error(got.astype(np.float64), ref.astype(np.float64))
+    assert fast == slow and fast.max_abs == 9 and fast.sse == float(((got.astype(np.int64) - ref) ** 2).sum())
+    extreme = tensor_error(np.full(4, 127, np.int8), np.full(4, -127, np.int8))  # no int8 overflow
+    assert extreme.max_abs == 254 and extreme.rmse == 254.0

@@ -9,12 +9,9 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from . import __version__
-from .api import EncodeReport, decode, encode, read_header
+from .api import EncodeReport, decode, encode, numpy_can_hold, read_header, select_tensors
 from .backends import available_backends
 from .policy import POLICIES
 from .config import (
@@ -36,8 +33,26 @@ from .modelio import check_model_path
 from .outputs import check_output as check_decode_output, save_decoded
 
 # Wide tables when piped (rich assumes 80 columns without a terminal).
-console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
-out = Console(width=None if sys.stdout.isatty() else 160)
+class _LazyConsole:
+    """A rich Console made on first use: a command that prints one line does not pay rich's import."""
+
+    def __init__(self, **options) -> None:
+        self._options = options
+        self._console = None
+
+    def get(self):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str):
+        return getattr(self.get(), name)
+
+
+console = _LazyConsole(stderr=True, width=None if sys.stderr.isatty() else 160)
+out = _LazyConsole(width=None if sys.stdout.isatty() else 160)
 
 
 class UserError(click.ClickException):
@@ -104,9 +119,11 @@ def _progress(quiet: bool, description: str):
         return None, None
     import time
 
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
                    TextColumn("{task.fields[layers]} layers  {task.fields[rate]}"),
-                   TextColumn("{task.fields[layer]}"), TimeElapsedColumn(), console=console, transient=True)
+                   TextColumn("{task.fields[layer]}"), TimeElapsedColumn(), console=console.get(), transient=True)
     task = bar.add_task(description, total=None, layer="", layers=0, rate="")
     state = {"started": time.perf_counter(), "layers": 0}
 
@@ -396,6 +413,8 @@ def _plan_summary(plan) -> str:
 
 
 def _print_report(report: EncodeReport) -> None:
+    from rich.table import Table
+
     table = Table(title="per-layer summary", show_lines=False, title_style="bold")
     for col, justify in [("layer", "left"), ("shape", "left"), ("storage", "left"), ("granularity", "left"),
                          ("guard dB", "right"), ("QP", "right"), ("bytes", "right"), ("ratio", "right"),
@@ -455,15 +474,20 @@ def decode_command(file, output, as_state_dict, trust_pickle, backend, max_outpu
     exactly (norms, biases, integer and float8 tensors) come back bit for bit.
     """
     header = _run(read_header, file) if Path(file).is_file() else None
+    arrays = "torch"
     if header is not None:
-        _run(check_decode_output, header, output, overwrite=force, partial=bool(only))
+        form = _run(check_decode_output, header, output, overwrite=force, partial=bool(only))
+        # a safetensors file of dtypes numpy has is written from numpy arrays: torch is never imported
+        if form == "safetensors" and header.model.kind != "module" and \
+                numpy_can_hold(_run(select_tensors, header, only or None)):
+            arrays = "numpy"
     bar, update = _progress(quiet, "decoding")
     if bar:
         bar.start()
     try:
         result = _run(decode, file, backend=backend, trust_pickle=trust_pickle, as_state_dict=as_state_dict,
                       max_output_bytes=max_output_size, only=only or None, workers=workers, keep_quantized=False,
-                      progress=update)
+                      progress=update, arrays=arrays)
         written = _run(save_decoded, result, output, overwrite=force, partial=bool(only))
         _mark_written(output)
     finally:
@@ -490,6 +514,8 @@ def info_command(file, as_json):
               + _layout_summary(header), highlight=False)
     if header.plan is not None:
         out.print(_plan_summary(header.plan), highlight=False)
+    from rich.table import Table
+
     table = Table(show_lines=False)
     for col, justify in [("layer", "left"), ("dtype", "left"), ("shape", "left"), ("storage", "left"),
                          ("granularity", "left"), ("guard dB", "right"), ("QP", "right"), ("tiles", "left"),

@@ -15,8 +15,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .atomic import atomic_write_with
 from .container import MAGIC as WCODEC_MAGIC
@@ -24,6 +23,9 @@ from .errors import ModelLoadError, UntrustedPickleError
 from .formats.hf_folder import WeightsLayout, read_hf_folder
 from .formats.safetensors_file import SUFFIX as SAFETENSORS_SUFFIX, looks_like_safetensors, read_safetensors
 from .header import ShardInfo
+
+if TYPE_CHECKING:
+    import torch
 
 TRUST_HINT = (
     "loading it runs code stored in the file; if you trust its source, pass --trust-pickle "
@@ -60,6 +62,8 @@ class LoadedModel:
 
 
 def from_object(obj: object, *, source: str = "the input") -> LoadedModel:
+    import torch
+
     if isinstance(obj, torch.nn.Module):
         return LoadedModel("module", OrderedDict(obj.state_dict()), obj)
     if isinstance(obj, Mapping):
@@ -91,15 +95,18 @@ def check_model_path(path: str | Path) -> Path:
     return path
 
 
-def load_model(path: str | Path, *, trust_pickle: bool = False) -> LoadedModel:
+def load_model(path: str | Path, *, trust_pickle: bool = False, prefer_numpy: bool = False) -> LoadedModel:
     """Read a model: a ``torch.save`` file holding a state_dict or a pickled ``nn.Module``, a
-    ``.safetensors`` file, or a Hugging Face model folder (safetensors weights plus other files)."""
+    ``.safetensors`` file, or a Hugging Face model folder (safetensors weights plus other files).
+
+    ``prefer_numpy``: a ``.safetensors`` file whose dtypes numpy has is read as numpy arrays,
+    without importing torch (the encoder takes either; a second off a small job's start)."""
     path = check_model_path(path)
     if path.is_dir():
         state_dict, layout = read_hf_folder(path)
         return LoadedModel("hf-folder", state_dict, layout=layout)
     if path.suffix == SAFETENSORS_SUFFIX or (not _is_torch_file(path) and looks_like_safetensors(path)):
-        state_dict, metadata = read_safetensors(path)
+        state_dict, metadata = read_safetensors(path, prefer_numpy=prefer_numpy)
         if not state_dict:
             raise ModelLoadError(f"{path} holds no tensors")
         shard = ShardInfo(path.name, tuple(state_dict), metadata)
@@ -125,6 +132,8 @@ def _is_torch_file(path: Path) -> bool:
 def _torch_load(path: Path) -> object:
     """``torch.load`` (weights only), memory-mapped when the file is a zip archive (torch >= 1.6's
     format): tensors are then read from the page cache as they are used, not copied up front."""
+    import torch
+
     if _starts_with(path, b"PK\x03\x04"):
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -142,16 +151,18 @@ def _starts_with(path: Path, magic: bytes) -> bool:
         return False
 
 
-def load_source(source: object, *, trust_pickle: bool = False) -> LoadedModel:
+def load_source(source: object, *, trust_pickle: bool = False, prefer_numpy: bool = False) -> LoadedModel:
     """A path (read with :func:`load_model`), a state_dict or module, or an already loaded model."""
     if isinstance(source, LoadedModel):
         return source
     if isinstance(source, (str, Path)):
-        return load_model(source, trust_pickle=trust_pickle)
+        return load_model(source, trust_pickle=trust_pickle, prefer_numpy=prefer_numpy)
     return from_object(source)
 
 
 def _load_trusted(path: Path) -> object:
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001
@@ -170,6 +181,8 @@ def module_skeleton(module: torch.nn.Module, names: Iterable[str]) -> bytes:
     The skeleton keeps the architecture (and anything not in the state_dict, such as
     non-persistent buffers) but none of the weights, which live in the container's segments.
     """
+    import torch
+
     skeleton = copy.deepcopy(module)
     for name in names:
         owner_name, _, attr = name.rpartition(".")
@@ -188,6 +201,8 @@ def module_skeleton(module: torch.nn.Module, names: Iterable[str]) -> bytes:
 def rebuild_module(skeleton: bytes, state_dict: Mapping[str, torch.Tensor], *, trust_pickle: bool) -> torch.nn.Module:
     if not trust_pickle:
         raise UntrustedPickleError(f"this file holds a pickled nn.Module: {TRUST_HINT}, or decode it as a state_dict")
+    import torch
+
     try:
         module = torch.load(io.BytesIO(skeleton), map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001
@@ -201,5 +216,7 @@ def rebuild_module(skeleton: bytes, state_dict: Mapping[str, torch.Tensor], *, t
 
 def save_torch(obj: object, path: str | Path, *, overwrite: bool = True) -> int:
     """``torch.save`` of ``obj`` to ``path``, all or nothing (:func:`weightcodec.atomic.atomic_write`)."""
+    import torch
+
     # torch.save streams each tensor's storage to the (temporary) file: no in-memory copy of the output
     return atomic_write_with(path, lambda handle: torch.save(obj, handle), overwrite=overwrite)

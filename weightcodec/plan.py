@@ -15,17 +15,21 @@ import fnmatch
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
 from .config import EncodeConfig, HevcSettings, _last_match
-from .dtypes import from_torch
+from .dtypes import dtype_of
 from .errors import ConfigError, ModelLoadError
 from .header import PlanRecord
 from .layouts import ROWS, MatrixLayout
 from .policy import head_targets, hevc_noise_db, looks_like_transformer, qp_for_target, role_layout, signal_db, tensor_role
 from .quant import choose_granularity, quantize
 from .report import Notice
+
+if TYPE_CHECKING:
+    import torch
 
 STORAGE_KINDS = ("raw", "int8", "hevc", "alias")
 #: Tensors with equal contents (but their own storage) are stored once from this many bytes up;
@@ -95,19 +99,24 @@ def storage_kind(name: str, tensor: torch.Tensor, config: EncodeConfig) -> str:
     ones with at least ``min_coded_elements`` elements are HEVC-coded (conv weights too, reshaped
     to ``(out, in*k*k)``, with ``code_conv``); the rest are stored as int8.
     """
-    dtype = from_torch(tensor.dtype)
+    dtype = dtype_of(tensor)
     if not (dtype is not None and dtype.quantizable and tensor.ndim >= 2 and name.endswith("weight")):
         return "raw"
-    if tensor.numel() < config.min_quantized_elements:
+    if numel(tensor) < config.min_quantized_elements:
         return "raw"
     codable = tensor.ndim == 2 or config.code_conv
-    if config.code_matrices and codable and tensor.numel() >= config.min_coded_elements:
+    if config.code_matrices and codable and numel(tensor) >= config.min_coded_elements:
         return "hevc"
     return "int8"
 
 
+def numel(tensor) -> int:
+    """Elements of a torch tensor or numpy array."""
+    return tensor.size if isinstance(tensor, np.ndarray) else tensor.numel()
+
+
 def alias_plan(name: str, tensor: torch.Tensor, target: str, tied: bool) -> TensorPlan:
-    dtype = from_torch(tensor.dtype)
+    dtype = dtype_of(tensor)
     if dtype is None:
         raise ModelLoadError(f"tensor {name!r} has dtype {tensor.dtype}, which weightcodec cannot store")
     return TensorPlan(name, "alias", dtype.name, tuple(tensor.shape), alias_of=target, tied=tied)
@@ -115,7 +124,7 @@ def alias_plan(name: str, tensor: torch.Tensor, target: str, tied: bool) -> Tens
 
 def plan_tensor(name: str, tensor: torch.Tensor, config: EncodeConfig) -> TensorPlan:
     """The plan of one tensor under ``config`` (runs the granularity guard for quantized tensors)."""
-    dtype = from_torch(tensor.dtype)
+    dtype = dtype_of(tensor)
     if dtype is None:
         raise ModelLoadError(f"tensor {name!r} has dtype {tensor.dtype}, which weightcodec cannot store")
     shape = tuple(tensor.shape)
@@ -125,7 +134,7 @@ def plan_tensor(name: str, tensor: torch.Tensor, config: EncodeConfig) -> Tensor
     requested = config.granularity_for(name)
     threshold = config.quant.matrix_guard_db if tensor.ndim == 2 else config.quant.guard_db
     # the tensor itself: the guard reads it in row chunks (no float32 copy of the whole tensor)
-    granularity, figure = choose_granularity(tensor.detach(), requested, threshold_db=threshold)
+    granularity, figure = choose_granularity(_detached(tensor), requested, threshold_db=threshold)
     return TensorPlan(
         name, kind, dtype.name, shape, granularity=granularity,
         guard_db=figure if math.isfinite(figure) else None, guard_threshold_db=threshold,
@@ -152,10 +161,9 @@ def find_aliases(state_dict: Mapping[str, torch.Tensor], *,
     aliases: dict[str, tuple[str, bool]] = {}
     first_view: dict[tuple, str] = {}
     for name, tensor in state_dict.items():
-        if tensor.numel() == 0 or tensor.device.type == "meta":
+        if numel(tensor) == 0 or _is_meta(tensor):
             continue
-        view = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.stride()),
-                tuple(tensor.shape), tensor.dtype)
+        view = _view_key(tensor)
         if view in first_view:
             aliases[name] = (first_view[view], True)
         else:
@@ -163,22 +171,45 @@ def find_aliases(state_dict: Mapping[str, torch.Tensor], *,
     tied_targets = {target for target, _ in aliases.values()}
     seen: dict[tuple, list[str]] = {}  # (dtype, shape, digest) -> earlier distinct tensors
     for name, tensor in state_dict.items():
-        if (name in aliases or tensor.numel() == 0 or tensor.device.type == "meta"
-                or tensor.numel() * tensor.element_size() < min_dedup_bytes):
+        if name in aliases or numel(tensor) == 0 or _is_meta(tensor):
+            continue
+        dtype = dtype_of(tensor)
+        if dtype is None or numel(tensor) * dtype.itemsize < min_dedup_bytes:
             continue
         data = as_numpy(tensor)
-        digest = hashlib.blake2b(data.view("u1").reshape(-1) if data.dtype.kind != "c" else data.tobytes(),
-                                 digest_size=16).digest()
-        earlier = seen.setdefault((tensor.dtype, tuple(tensor.shape), digest), [])
-        flat = tensor.detach().contiguous().reshape(-1).view(torch.uint8)
+        flat = data.view("u1").reshape(-1) if data.dtype.kind != "c" else np.frombuffer(data.tobytes(), "u1")
+        digest = hashlib.blake2b(flat, digest_size=16).digest()
+        earlier = seen.setdefault((dtype.name, tuple(tensor.shape), digest), [])
         match = None if name in tied_targets else next(
-            (e for e in earlier if torch.equal(state_dict[e].detach().contiguous().reshape(-1).view(torch.uint8), flat)),
-            None)
+            (e for e in earlier if np.array_equal(_bytes_of(state_dict[e]), flat)), None)
         if match is None:
             earlier.append(name)
         else:
             aliases[name] = (match, False)
     return aliases
+
+
+def _bytes_of(tensor) -> np.ndarray:
+    from .storage.base import as_numpy
+
+    data = as_numpy(tensor)
+    return data.view("u1").reshape(-1) if data.dtype.kind != "c" else np.frombuffer(data.tobytes(), "u1")
+
+
+def _is_meta(tensor) -> bool:
+    return not isinstance(tensor, np.ndarray) and tensor.device.type == "meta"
+
+
+def _detached(tensor):
+    return tensor if isinstance(tensor, np.ndarray) else tensor.detach()
+
+
+def _view_key(tensor) -> tuple:
+    """What makes two entries the same view of one storage (tied weights)."""
+    if isinstance(tensor, np.ndarray):
+        return ("numpy", tensor.__array_interface__["data"][0], tensor.strides, tensor.shape, tensor.dtype.str)
+    return (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.stride()),
+            tuple(tensor.shape), tensor.dtype)
 
 
 def uses_transformer_policy(names, config: EncodeConfig) -> bool:
@@ -196,7 +227,7 @@ def plan_transformer_tensor(name: str, tensor: torch.Tensor, config: EncodeConfi
     policy = config.transformer
     role = tensor_role(name, tuple(tensor.shape), head=head)
     layout = role_layout(role)
-    weights = tensor.detach().to("cpu", torch.float32).numpy()
+    weights = _float32(tensor)
     if layout.col_scales:
         from .colscales import quantize_with_col_scales
 
@@ -218,6 +249,14 @@ def plan_transformer_tensor(name: str, tensor: torch.Tensor, config: EncodeConfi
     return TensorPlan(name, base.storage, base.dtype, base.shape, granularity="per-channel", hevc=hevc,
                       axis=layout.axis, col_scales=layout.col_scales, role=role,
                       predicted_snr_db=None if hevc is None or hevc.lossless else round(snr, 2))
+
+
+def _float32(tensor) -> np.ndarray:
+    if isinstance(tensor, np.ndarray):
+        return np.asarray(tensor, dtype=np.float32)
+    import torch
+
+    return tensor.detach().to("cpu", torch.float32).numpy()
 
 
 def plan_encode(state_dict: Mapping[str, torch.Tensor], config: EncodeConfig, *,

@@ -157,28 +157,40 @@ def dequantize(values: np.ndarray, scales: np.ndarray, *, axis: int = 0) -> np.n
 
 
 def dequantize_to(values: np.ndarray, scales: np.ndarray, dtype, *, axis: int = 0):
-    """``values * scale`` as a torch tensor of ``dtype``, computed in float32 row chunks.
+    """``values * scale`` as a tensor of ``dtype``, computed in float32 row chunks: a numpy array
+    for a numpy dtype, else a torch tensor.
 
     Bit-identical to ``torch.from_numpy(dequantize(values, scales, axis=axis)).to(dtype)``, without
-    the full float32 copy (for an fp16 tensor that copy is twice the output).
+    the full float32 copy (for an fp16 tensor that copy is twice the output). numpy and torch round
+    float32 to float16 alike (to nearest, ties to even), so both kinds of output hold the same bits.
     """
-    import torch
-
     values = np.asarray(values)
     s = np.asarray(scales, dtype=np.float32)
-    out = torch.empty(values.shape, dtype=dtype)
+    if isinstance(dtype, np.dtype):
+        out = np.empty(values.shape, dtype=dtype)
+        target = np.moveaxis(out, axis, 0) if values.ndim else out.reshape(1)
+        convert = _identity
+    else:
+        import torch
+
+        out = torch.empty(values.shape, dtype=dtype)
+        target = torch.movedim(out, axis, 0) if values.ndim else out.reshape(1)
+        convert = torch.from_numpy
     if values.size == 0:
         return out
     moved = np.moveaxis(values, axis, 0) if values.ndim else values.reshape(1)
-    target = torch.movedim(out, axis, 0) if values.ndim else out.reshape(1)
     per_channel = s.size > 1
     step = max(1, CHUNK_ELEMENTS // max(1, values.size // moved.shape[0]))
     for i in range(0, moved.shape[0], step):
         chunk = moved[i:i + step].astype(np.float32)
         chunk *= s[i:i + step].reshape(_broadcast_shape(chunk.ndim, 0, chunk.shape[0])) if per_channel \
             else s.reshape(())
-        target[i:i + step] = torch.from_numpy(chunk)
+        target[i:i + step] = convert(chunk)
     return out
+
+
+def _identity(array: np.ndarray) -> np.ndarray:
+    return array
 
 
 def sqnr_db(reference: np.ndarray, approximation: np.ndarray) -> float:

@@ -31,13 +31,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import FormatError, ModelLoadError, OutputError
 from ..header import MAX_CARRIED_FILE_BYTES, MAX_FILES, MAX_SHARDS, ShardInfo, check_file_set, check_relative_path
 from ..report import Notice
 from .safetensors_file import SUFFIX, read_safetensors, write_safetensors_to
+
+if TYPE_CHECKING:
+    import torch
 
 INDEX_SUFFIX = ".safetensors.index.json"
 #: Weights in formats other than safetensors: never carried (they would be stored uncompressed).

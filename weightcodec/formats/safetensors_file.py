@@ -14,20 +14,27 @@ import os
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 
 from ..atomic import _fsync_dir, resolve_output, sweep_leftovers, temp_name
-from ..dtypes import from_torch
+from ..dtypes import DTYPES, dtype_of
 from ..errors import ModelLoadError, OutputError
 
+if TYPE_CHECKING:
+    import torch
+
 SUFFIX = ".safetensors"
+
+
+#: safetensors dtype names numpy can hold (a file of only these can be read without torch)
+NUMPY_SAFETENSORS_DTYPES = frozenset(d.safetensors for d in DTYPES.values() if d.numpy and d.safetensors)
 
 
 def _library():
     try:
         import safetensors
-        import safetensors.torch  # noqa: F401 - save_file
     except ImportError as exc:  # pragma: no cover - safetensors is a dependency of weightcodec
         raise ModelLoadError("reading or writing .safetensors needs the 'safetensors' package "
                              "(pip install safetensors)") from exc
@@ -55,8 +62,12 @@ def looks_like_safetensors(path: str | os.PathLike[str]) -> bool:
     return 2 <= int.from_bytes(start[:8], "little") <= size - 8
 
 
-def read_safetensors(path: str | os.PathLike[str]) -> tuple["OrderedDict[str, torch.Tensor]", dict[str, str] | None]:
+def read_safetensors(path: str | os.PathLike[str], *,
+                     prefer_numpy: bool = False) -> tuple["OrderedDict[str, torch.Tensor]", dict[str, str] | None]:
     """The tensors of a ``.safetensors`` file (in file order) and its ``__metadata__``.
+
+    ``prefer_numpy``: numpy arrays instead of torch tensors when numpy has every dtype of the file
+    (not bfloat16 or the float8 formats), so that torch need not be imported at all.
 
     Raises:
         ModelLoadError: the file is missing, not a safetensors file, its header lies (offsets out of
@@ -67,7 +78,12 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple["OrderedDict[str, to
     path = Path(path)
     tensors: OrderedDict[str, torch.Tensor] = OrderedDict()
     try:
-        with library.safe_open(str(path), framework="pt") as handle:
+        framework = "pt"
+        if prefer_numpy:
+            with library.safe_open(str(path), framework="numpy") as handle:
+                if all(handle.get_slice(name).get_dtype() in NUMPY_SAFETENSORS_DTYPES for name in handle.keys()):
+                    framework = "numpy"
+        with library.safe_open(str(path), framework=framework) as handle:
             metadata = handle.metadata()
             names = list(handle.offset_keys()) if hasattr(handle, "offset_keys") else list(handle.keys())
             for name in names:
@@ -80,7 +96,7 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple["OrderedDict[str, to
         raise ModelLoadError(f"{path} is not a valid safetensors file ({type(exc).__name__}: "
                              f"{_first_line(exc)})") from None
     for name, tensor in tensors.items():
-        if from_torch(tensor.dtype) is None:
+        if dtype_of(tensor) is None:
             raise ModelLoadError(f"{path}: tensor {name!r} has dtype {tensor.dtype}, which weightcodec cannot store")
     if metadata is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise ModelLoadError(f"{path}: __metadata__ must map strings to strings")
@@ -90,6 +106,8 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple["OrderedDict[str, to
 def unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The tensors with every storage used once (safetensors refuses shared or overlapping tensors):
     later tensors that share storage with an earlier one are copied."""
+    if tensors and all(isinstance(t, np.ndarray) for t in tensors.values()):
+        return {name: np.ascontiguousarray(array) for name, array in tensors.items()}
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
     for name, tensor in tensors.items():
@@ -105,9 +123,13 @@ def unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def write_safetensors_to(path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor],
                          metadata: Mapping[str, str] | None = None) -> int:
-    """``save_file`` straight to ``path`` (for files inside a folder being built); returns its size."""
+    """``save_file`` straight to ``path`` (for files inside a folder being built); returns its size.
+    ``tensors`` are all torch tensors, or all numpy arrays (written without importing torch)."""
     _library()
-    from safetensors.torch import save_file
+    if tensors and all(isinstance(t, np.ndarray) for t in tensors.values()):
+        from safetensors.numpy import save_file
+    else:
+        from safetensors.torch import save_file
 
     try:
         save_file(unshared(tensors), str(path), metadata=dict(metadata) if metadata else None)

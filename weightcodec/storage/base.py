@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from ..backends import FrameCodec
 from ..header import HevcInfo, Segment
@@ -30,12 +29,14 @@ class EncodeContext:
     zstd_level: int | None  # None: never compress
     verify: bool = False
     threads: int | None = None  # x265 thread-pool size per encode (None: x265's default, all cores)
+    verifier: FrameCodec | None = None  # decodes the streams for ``verify`` (None: ``backend``)
 
 
 @dataclass(frozen=True)
 class DecodeContext:
     read: SegmentReader
     backend: FrameCodec | None
+    numpy: bool = False  # decoders return numpy arrays (every dtype involved is one numpy has), not torch tensors
 
 
 @dataclass(frozen=True)
@@ -56,25 +57,25 @@ class CodedTensor:
     seconds: float = 0.0
 
 
-def as_numpy(tensor: torch.Tensor) -> np.ndarray:
-    """The tensor's elements as a C-contiguous numpy array without changing a bit.
+def as_numpy(tensor) -> np.ndarray:
+    """The tensor's elements (a torch tensor or a numpy array) as a C-contiguous numpy array without
+    changing a bit.
 
     numpy has no bfloat16, float8 or float4: such a tensor comes back as its bit patterns
     (bfloat16 as uint16, the one-byte formats as uint8; its dtype is known from the plan).
-    Shares memory with ``tensor`` where torch allows.
+    Shares memory with ``tensor`` where torch allows. A numpy array is returned as it is when
+    C-contiguous (torch is not imported for it).
     """
+    if isinstance(tensor, np.ndarray):
+        return np.ascontiguousarray(tensor)
+    import torch
+
     tensor = tensor.detach().to("cpu").contiguous()
     if tensor.dtype == torch.bfloat16:
         return tensor.view(torch.int16).numpy().view(np.uint16)
-    if tensor.dtype in _BYTE_PATTERN_DTYPES:
-        return tensor.view(torch.uint8).numpy()
+    if tensor.dtype.itemsize == 1 and tensor.dtype not in (torch.uint8, torch.int8, torch.bool):
+        return tensor.view(torch.uint8).numpy()  # float8 / float4 formats: their bit patterns
     return tensor.numpy()
-
-
-#: One-byte dtypes numpy cannot represent: handled as their uint8 bit patterns.
-_BYTE_PATTERN_DTYPES = frozenset(d for d in (
-    torch.float8_e4m3fn, torch.float8_e4m3fnuz, torch.float8_e5m2, torch.float8_e5m2fnuz, torch.float8_e8m0fnu,
-    torch.float4_e2m1fn_x2))
 
 
 def to_float32(array: np.ndarray, dtype: str) -> np.ndarray:

@@ -8,7 +8,6 @@ import zlib
 from dataclasses import replace
 
 import numpy as np
-import torch
 
 from ..backends import FrameCodec
 from ..backends.base import PictureSpec
@@ -52,7 +51,7 @@ def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTens
     )
     rmse = max_err = None
     if ctx.verify:
-        decoded = decode_matrix(ctx.backend, stream, info, plan.name)
+        decoded = decode_matrix(ctx.verifier or ctx.backend, stream, info, plan.name)
         error = tensor_error(decoded, matrix)
         rmse, max_err = error.rmse, int(error.max_abs)
         info = replace(info, decoded_crc32=zlib.crc32(decoded))
@@ -81,11 +80,11 @@ def decode_matrix(backend: FrameCodec, stream: bytes, info: HevcInfo, name: str)
     return matrix
 
 
-def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[torch.Tensor, QuantizedTensor]:
+def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[object, QuantizedTensor]:
     scales = read_scales(entry, ctx)
     zero_points = read_zero_points(entry, ctx)
     col_scales = read_scales(entry, ctx, columns=True)
     stream = ctx.read(entry.data, f"tensor {entry.name!r}", None)
     values = entry.hevc.matrix_layout.from_matrix(decode_matrix(ctx.backend, stream, entry.hevc, entry.name),
                                                   entry.shape)
-    return int8.restore(entry, values, scales, zero_points, col_scales)
+    return int8.restore(entry, values, scales, zero_points, col_scales, numpy=ctx.numpy)

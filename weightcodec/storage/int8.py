@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 
 from ..container import maybe_compress
 from ..dtypes import DTYPES
@@ -30,18 +29,24 @@ def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTens
 
 def restore(entry: TensorInfo, values: np.ndarray, scales: np.ndarray,
             zero_points: np.ndarray | None = None,
-            col_scales: np.ndarray | None = None) -> tuple[torch.Tensor, QuantizedTensor]:
-    """Dequantize int8 ``values`` (already in the tensor's shape) to the entry's dtype."""
+            col_scales: np.ndarray | None = None, *, numpy: bool = False):
+    """Dequantize int8 ``values`` (already in the tensor's shape) to the entry's dtype: a torch
+    tensor, or with ``numpy`` a numpy array (the same values)."""
     q = QuantizedTensor(values, scales, entry.quant.granularity, entry.quant.axis, zero_points, col_scales=col_scales)
-    if zero_points is not None:
-        weights = dequantize_affine(values, q.scales, zero_points, axis=q.axis)
+    if zero_points is not None or col_scales is not None:
+        # affine: (q - zero point) x scale; column scales: row scale then column scale; in float32 (FORMAT.md 5.2)
+        weights = dequantize_affine(values, q.scales, zero_points, axis=q.axis) if zero_points is not None \
+            else q.dequantize()
+        if numpy:
+            return weights.astype(np.dtype(entry.dtype), copy=False), q
+        import torch
+
         return torch.from_numpy(weights).to(DTYPES[entry.dtype].torch), q
-    if col_scales is not None:  # row scale then column scale, in float32 (FORMAT.md 5.2)
-        return torch.from_numpy(q.dequantize()).to(DTYPES[entry.dtype].torch), q
-    return dequantize_to(values, q.scales, DTYPES[entry.dtype].torch, axis=q.axis), q
+    dtype = np.dtype(entry.dtype) if numpy else DTYPES[entry.dtype].torch
+    return dequantize_to(values, q.scales, dtype, axis=q.axis), q
 
 
-def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[torch.Tensor, QuantizedTensor]:
+def decode(entry: TensorInfo, ctx: DecodeContext):
     scales = read_scales(entry, ctx)
     zero_points = read_zero_points(entry, ctx)
     col_scales = read_scales(entry, ctx, columns=True)
@@ -49,4 +54,4 @@ def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[torch.Tensor, Quantiz
     values = np.frombuffer(raw, dtype=np.int8).reshape(entry.shape)
     if values.size and values.min() < -QMAX:
         raise CorruptStreamError(f"tensor {entry.name!r} holds int8 value -128, outside the range [-127, 127]")
-    return restore(entry, values, scales, zero_points, col_scales)
+    return restore(entry, values, scales, zero_points, col_scales, numpy=ctx.numpy)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 
 from ..container import maybe_compress
 from ..dtypes import DTYPES
@@ -25,15 +24,21 @@ def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTens
     return CodedTensor(plan, data, compression, seconds=time.perf_counter() - started)
 
 
-def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[torch.Tensor, None]:
+def decode(entry: TensorInfo, ctx: DecodeContext) -> tuple[object, None]:
     dtype = DTYPES[entry.dtype]
     stored = DTYPES[entry.stored_dtype] if entry.stored_dtype else dtype
     raw = ctx.read(entry.data, f"tensor {entry.name!r}", entry.numel * stored.itemsize)
+    if dtype.name == "bool" and raw.translate(None, b"\x00\x01"):
+        raise CorruptStreamError(f"tensor {entry.name!r} is bool but holds bytes other than 0 and 1")
+    if ctx.numpy:  # numpy has the dtype (the caller checked): little-endian bytes, as FORMAT.md 5.1 stores them
+        if stored is not dtype:  # float16 widened exactly to float32/float64
+            return np.frombuffer(raw, dtype="<f2").reshape(entry.shape).astype(np.dtype(dtype.name)), None
+        return np.frombuffer(raw, dtype=np.dtype(dtype.name).newbyteorder("<")).reshape(entry.shape).copy(), None
+    import torch
+
     if not raw:
         return torch.empty(entry.shape, dtype=dtype.torch), None
     if stored is not dtype:  # float16 widened exactly to float32/float64
         return torch.frombuffer(bytearray(raw), dtype=stored.torch).reshape(entry.shape).to(dtype.torch), None
-    if dtype.name == "bool" and raw.translate(None, b"\x00\x01"):
-        raise CorruptStreamError(f"tensor {entry.name!r} is bool but holds bytes other than 0 and 1")
     # read as bytes, then reinterpret: works for every dtype of the table (float8, uint64, ...)
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dtype.torch).reshape(entry.shape), None
