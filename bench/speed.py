@@ -29,6 +29,7 @@ under load are marked so.
 
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import statistics
@@ -170,10 +171,16 @@ def main(count: int, side: int, qp: int, workers: str, repeats: int, wait: float
     weights = count * side * side
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     worker_counts = workers.split(",")
+    # byte-compile the package as `pip install` does (an editable install under PYTHONDONTWRITEBYTECODE
+    # would otherwise compile every module from source at each start: ~50 ms a run)
+    compileall.compile_dir(str(REPO / "weightcodec"), quiet=1)
     with tempfile.TemporaryDirectory(dir=REPO / "bench") as tmp:
         tmp = Path(tmp)
         sd = make_model(tmp, count, side)
-        wcli = [sys.executable, "-m", "weightcodec.cli"]
+        # the `wcodec` console script, as users run it (``python -m`` would also compile cli.py at each start)
+        script = Path(sys.executable).with_name("wcodec")
+        wcli = [str(script)] if script.exists() else [sys.executable, "-m", "weightcodec.cli"]
+        result_cli = " ".join(wcli)
         st, pt = str(tmp / "model.safetensors"), str(tmp / "model.pt")
         # one untimed encode at default settings: the file whose frames, settings and bytes every row gets
         subprocess.run([*wcli, "encode", st, "-o", str(tmp / "ref.wcodec"), "--qp", str(qp), "-q"],
@@ -184,7 +191,7 @@ def main(count: int, side: int, qp: int, workers: str, repeats: int, wait: float
         file_bytes = (tmp / "ref.wcodec").stat().st_size
         quiet = wait_for_quiet(timeout=wait)
         result: dict = {"benchmark": "bench/speed.py", "command": "python -m bench.speed " + " ".join(sys.argv[1:]),
-                        "machine": quiet, "cores": cores, "weights": weights,
+                        "machine": quiet, "cores": cores, "weights": weights, "cli": result_cli,
                         "job": f"{count} matrices {side}x{side}, N(0, 0.02) float32, QP {qp}",
                         "settings": settings, "ffmpeg": ffmpeg, "repeats": repeats, "file_bytes": file_bytes,
                         "bits_per_weight": round(8 * file_bytes / weights, 4), "encode": {}, "decode": {}}
@@ -222,7 +229,7 @@ def main(count: int, side: int, qp: int, workers: str, repeats: int, wait: float
             for key, name in (("wcodec_decode_cli_safetensors", "d.safetensors"), ("wcodec_decode_cli_torch_file", "d.pt")):
                 runs[key].append(timed([*wcli, "decode", str(tmp / "ref.wcodec"), "-o", str(tmp / name), "-q", "-f"],
                                        env=env))
-            code = ("import time,sys; from weightcodec.api import decode; t=time.perf_counter(); "
+            code = ("import time,sys,torch; from weightcodec.api import decode; t=time.perf_counter(); "
                     f"decode({str(tmp / 'ref.wcodec')!r}); print(time.perf_counter()-t)")
             done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, check=True, capture_output=True)
             runs["wcodec_decode_api"].append(float(done.stdout.split()[-1]))

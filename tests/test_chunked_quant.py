@@ -1,5 +1,7 @@
 """Chunked quantization and dequantization give the same bits as the whole-tensor formulas."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -81,3 +83,45 @@ def test_nan_and_inf_are_refused_chunk_by_chunk():
     t[2999, 1] = float("inf")
     with pytest.raises(quant.ConfigError, match="NaN or infinity"):
         quant.quantize(t, "per-channel")
+
+
+def _reference_col_scales(w: np.ndarray):
+    """Column scales and row-scaled int8 values as first written (whole float32/float64 copies)."""
+    m = np.asarray(w, dtype=np.float32).reshape(w.shape[0], -1)
+    rms = np.sqrt(np.mean(np.square(m, dtype=np.float64), axis=0))
+    live = rms > 0
+    cols = np.ones(m.shape[1], dtype=np.float64)
+    if np.any(live):
+        logs = np.log(rms[live])
+        cols[live] = np.exp(logs - logs.mean())
+    cols = np.clip(cols, 2.0**-64, 2.0**64).astype(np.float32)
+    values, scales = _reference_quantize((m / cols[None, :]).astype(np.float32), "per-channel")
+    return values, scales, cols
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(37, 91), (3001, 2), (5, 700)])
+def test_chunked_column_and_row_column_scales_are_bit_identical(dtype, shape):
+    from weightcodec.colscales import quantize_with_col_scales
+    from weightcodec.policy import signal_db
+
+    g = torch.Generator().manual_seed(7)
+    t = (torch.randn(*shape, generator=g) * torch.rand(1, shape[1], generator=g) * 3).to(dtype)
+    t[:, 0] = 0  # an all-zero column
+    w = t.float().numpy()
+    values, scales, cols = _reference_col_scales(w)
+    name = str(dtype).removeprefix("torch.")
+    both = TensorPlan("w", "hevc", name, shape, granularity="per-channel", col_scales=True)
+    for q in (quantize_with_col_scales(t), quantize_planned(as_numpy(t), both)):
+        assert np.array_equal(q.values, values) and np.array_equal(q.scales, scales)
+        assert np.array_equal(q.col_scales, cols)
+    # one scale per column (axis 1): the running maximum over row chunks
+    s = (np.abs(w).max(axis=0) / np.float32(127)).astype(np.float32)
+    s[s == 0] = 1.0
+    expected = np.clip(np.rint(w / s[None, :]), -127, 127).astype(np.int8)
+    per_column = TensorPlan("w", "hevc", name, shape, granularity="per-channel", axis=1)
+    for q in (quant.quantize(t, "per-channel", axis=1), quantize_planned(as_numpy(t), per_column)):
+        assert np.array_equal(q.values, expected) and np.array_equal(q.scales, s) and q.axis == 1
+    # the signal power of int8 values: exact integer sums, the float64 mean's number
+    v = expected.astype(np.float64)
+    assert signal_db(expected) == 10 * math.log10(float(np.mean(v * v)))  # the formula before

@@ -68,7 +68,9 @@ def encode(
     ray: str | None = None,
     progress: Progress | None = None,
 ) -> EncodeResult:
-    """Encode a model (a path to ``torch.save`` output, a state_dict or an ``nn.Module``).
+    """Encode a model (a path to ``torch.save`` output, a ``.safetensors`` file or a Hugging Face
+    folder, a state_dict or an ``nn.Module``). A ``.safetensors`` file whose dtypes numpy has is read
+    as numpy arrays and encoded without importing torch (the same file as through torch).
 
     Returns a per-layer report and, without ``output``, the container's bytes. With ``output``
     the file is written there, segment by segment as tensors are coded, and appears only once it

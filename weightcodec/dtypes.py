@@ -29,7 +29,7 @@ class DType:
     numpy: bool = False  # numpy has this dtype (under the same name)
 
     @property
-    def torch(self) -> "torch.dtype":
+    def torch(self) -> torch.dtype:
         """The torch dtype (``torch.<name>``); imports torch."""
         import torch
 
@@ -70,7 +70,7 @@ def itemsize(name: str) -> int:
     return DTYPES[name].itemsize
 
 
-def from_torch(dtype: "torch.dtype") -> DType | None:
+def from_torch(dtype: torch.dtype) -> DType | None:
     """The entry of a torch dtype, or None if a ``.wcodec`` file cannot hold it."""
     name = str(dtype)
     return DTYPES.get(name[6:]) if name.startswith("torch.") else None
@@ -102,4 +102,4 @@ def is_quantizable(name: str) -> bool:
     return DTYPES[name].quantizable
 
 
-__all__ = ["DTYPES", "DType", "FORMAT_2_0_DTYPES", "dtype_of", "from_numpy", "from_torch", "is_quantizable", "itemsize"]
+__all__ = ["DTYPES", "FORMAT_2_0_DTYPES", "DType", "dtype_of", "from_numpy", "from_torch", "is_quantizable", "itemsize"]

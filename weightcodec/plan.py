@@ -156,8 +156,6 @@ def find_aliases(state_dict: Mapping[str, torch.Tensor], *,
     """
     import hashlib
 
-    from .storage.base import as_numpy
-
     aliases: dict[str, tuple[str, bool]] = {}
     first_view: dict[tuple, str] = {}
     for name, tensor in state_dict.items():
@@ -176,8 +174,7 @@ def find_aliases(state_dict: Mapping[str, torch.Tensor], *,
         dtype = dtype_of(tensor)
         if dtype is None or numel(tensor) * dtype.itemsize < min_dedup_bytes:
             continue
-        data = as_numpy(tensor)
-        flat = data.view("u1").reshape(-1) if data.dtype.kind != "c" else np.frombuffer(data.tobytes(), "u1")
+        flat = _bytes_of(tensor)
         digest = hashlib.blake2b(flat, digest_size=16).digest()
         earlier = seen.setdefault((dtype.name, tuple(tensor.shape), digest), [])
         match = None if name in tied_targets else next(
@@ -190,6 +187,7 @@ def find_aliases(state_dict: Mapping[str, torch.Tensor], *,
 
 
 def _bytes_of(tensor) -> np.ndarray:
+    """The tensor's bytes as a flat uint8 array (a view where the layout allows)."""
     from .storage.base import as_numpy
 
     data = as_numpy(tensor)
@@ -227,15 +225,17 @@ def plan_transformer_tensor(name: str, tensor: torch.Tensor, config: EncodeConfi
     policy = config.transformer
     role = tensor_role(name, tuple(tensor.shape), head=head)
     layout = role_layout(role)
-    weights = _float32(tensor)
+    # read in row chunks: no float32 (or float64) copy of the whole tensor
     if layout.col_scales:
         from .colscales import quantize_with_col_scales
 
-        values = quantize_with_col_scales(weights).values
+        values = quantize_with_col_scales(_detached(tensor)).values
     else:
-        values = quantize(weights, "per-channel", axis=layout.axis).values
+        values = quantize(_detached(tensor), "per-channel", axis=layout.axis).values
     hevc = None
     snr = None
+    signal = signal_db(values)
+    del values
     if base.storage == "hevc":
         explicit = _last_match(config.layer_qp, name, None)
         if explicit is not None:
@@ -243,20 +243,12 @@ def plan_transformer_tensor(name: str, tensor: torch.Tensor, config: EncodeConfi
         elif policy.qp is not None:
             qp = policy.qp
         else:
-            qp = qp_for_target(signal_db(values), policy.target_db(role), policy.qp_range)
+            qp = qp_for_target(signal, policy.target_db(role), policy.qp_range)
         hevc = HevcSettings(**{**config.hevc.__dict__, "qp": qp})
-        snr = signal_db(values) - hevc_noise_db(qp)
+        snr = signal - hevc_noise_db(qp)
     return TensorPlan(name, base.storage, base.dtype, base.shape, granularity="per-channel", hevc=hevc,
                       axis=layout.axis, col_scales=layout.col_scales, role=role,
                       predicted_snr_db=None if hevc is None or hevc.lossless else round(snr, 2))
-
-
-def _float32(tensor) -> np.ndarray:
-    if isinstance(tensor, np.ndarray):
-        return np.asarray(tensor, dtype=np.float32)
-    import torch
-
-    return tensor.detach().to("cpu", torch.float32).numpy()
 
 
 def plan_encode(state_dict: Mapping[str, torch.Tensor], config: EncodeConfig, *,

@@ -87,10 +87,11 @@ def row_reader(weights) -> RowReader:
     return row_reader(np.asarray(weights, dtype=np.float32))
 
 
-def row_chunks(shape: tuple[int, ...], chunk_elements: int = CHUNK_ELEMENTS):
-    """``(i, j)`` row ranges of the tensor viewed as (shape[0], -1), about ``chunk_elements`` each."""
+def row_chunks(shape: tuple[int, ...], chunk_elements: int | None = None):
+    """``(i, j)`` row ranges of the tensor viewed as (shape[0], -1), about ``chunk_elements``
+    (default :data:`CHUNK_ELEMENTS`, read at each call) each."""
     rows, cols = _matrix_shape(shape)
-    step = max(1, chunk_elements // max(cols, 1))
+    step = max(1, (chunk_elements or CHUNK_ELEMENTS) // max(cols, 1))
     return [(i, min(i + step, rows)) for i in range(0, rows, step)]
 
 
@@ -102,7 +103,13 @@ def compute_scales(weights, granularity: str, *, axis: int = 0, rows: RowReader 
         raise ConfigError(f"granularity must be 'per-tensor' or 'per-channel', got {granularity!r}")
     if granularity == "per-channel" and len(shape) < 2:
         raise ConfigError(f"per-channel quantization needs a tensor with >= 2 dims, got shape {shape}")
-    if axis != 0 and granularity == "per-channel":
+    if axis == 1 and granularity == "per-channel" and len(shape) == 2 and math.prod(shape):
+        # one scale per column of a matrix: the running maximum over row chunks (max is exact in any order)
+        rows = rows or row_reader(weights)
+        peak = np.zeros(shape[1], dtype=np.float32)
+        for i, j in row_chunks(shape):
+            np.maximum(peak, np.abs(rows(i, j)).max(axis=0), out=peak)
+    elif axis != 0 and granularity == "per-channel":
         w = np.asarray(weights, dtype=np.float32)
         moved = np.moveaxis(np.abs(w), axis, 0).reshape(w.shape[axis], -1)
         peak = moved.max(axis=1).astype(np.float32)
@@ -132,6 +139,14 @@ def quantize(weights, granularity: str = "per-tensor", *, axis: int = 0, rows: R
     :func:`weightcodec.storage.base.quantize_planned`).
     """
     shape = tuple(shape if shape is not None else np.shape(weights))
+    if axis == 1 and len(shape) == 2 and granularity == "per-channel":
+        # a matrix with one scale per column, in row chunks (the same values as the whole-tensor path)
+        rows = rows or row_reader(weights)
+        scales = compute_scales(weights, granularity, axis=1, rows=rows, shape=shape)
+        out = np.empty(shape, dtype=np.int8)
+        for i, j in row_chunks(shape):
+            out[i:j] = np.clip(np.rint(rows(i, j) / scales[None, :]), -QMAX, QMAX)
+        return QuantizedTensor(values=out, scales=scales, granularity=granularity, axis=axis)
     if axis != 0:
         w = np.asarray(weights, dtype=np.float32)
         scales = compute_scales(w, granularity, axis=axis)

@@ -87,21 +87,26 @@ def to_float32(array: np.ndarray, dtype: str) -> np.ndarray:
 
 def quantize_planned(array: np.ndarray, plan: TensorPlan) -> QuantizedTensor:
     """The tensor's int8 values and scales at the plan's granularity, scheme and column scales
-    (symmetric axis-0: in row chunks, no float32 copy of the whole tensor; affine, column scales
-    and other axes: on the float32 tensor)."""
+    (symmetric, with row, column or row-and-column scales: in row chunks, no float32 copy of the
+    whole tensor; affine and the other axes of conv kernels: on the float32 tensor)."""
     if plan.scheme != "symmetric-int8":
         return quantize_scheme(to_float32(array, plan.dtype), plan.granularity, plan.scheme)
+    shape = tuple(array.shape)
+    matrix = array.reshape(shape[0] if shape else 1, -1)
+
+    def rows(i: int, j: int) -> np.ndarray:
+        return to_float32(matrix[i:j], plan.dtype)
+
     if plan.col_scales:
         from ..colscales import quantize_with_col_scales
 
-        return quantize_with_col_scales(to_float32(array, plan.dtype))
+        return quantize_with_col_scales(None, rows=rows, shape=shape)
     axis = plan.axis if plan.granularity == "per-channel" else 0
+    if axis == 1 and len(shape) == 2:  # one scale per column of a matrix: row chunks too
+        return quantize(None, plan.granularity, axis=1, shape=shape, rows=rows)
     if axis != 0:
         return quantize(to_float32(array, plan.dtype), plan.granularity, axis=axis)
-    shape = tuple(array.shape)
-    matrix = array.reshape(shape[0] if shape else 1, -1)
-    return quantize(array, plan.granularity, shape=shape,
-                    rows=lambda i, j: to_float32(matrix[i:j], plan.dtype))
+    return quantize(array, plan.granularity, shape=shape, rows=rows)
 
 
 def scales_bytes(q: QuantizedTensor) -> bytes:
