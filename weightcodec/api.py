@@ -323,13 +323,15 @@ def _check_arrays(arrays: str, entries: Sequence[TensorInfo]) -> None:
 
 def iter_decoded(reader: ContainerReader, entries: Sequence[TensorInfo], *, backend: str = "pyav",
                  workers: int | None = None, progress: Progress | None = None,
-                 arrays: str = "torch") -> Iterator[DecodedTensor]:
+                 arrays: str = "torch", keep_quantized: bool = True) -> Iterator[DecodedTensor]:
     """Decode ``entries`` of an open file, yielding each tensor as soon as it and those before it
     are ready (file order). ``workers`` threads decode streams at once (None: all cores); each
     stream is decoded by one decoder thread, so the tensors are the same bits whatever the number.
     Reads only the segments of ``entries`` (and of the tensors their aliases name, FORMAT.md 5.4:
     an alias is the earlier tensor itself when tied, a copy of it otherwise). ``arrays="numpy"``
-    gives numpy arrays (the same values; torch is not imported) instead of torch tensors."""
+    gives numpy arrays (the same values; torch is not imported) instead of torch tensors;
+    ``keep_quantized=False`` drops each tensor's int8 values as soon as it is dequantized
+    (``DecodedTensor.quantized`` is then None)."""
     entries = list(entries)
     _check_arrays(arrays, entries)
     by_name = {t.name: t for t in reader.header.tensors}
@@ -355,7 +357,7 @@ def iter_decoded(reader: ContainerReader, entries: Sequence[TensorInfo], *, back
                 raise
             raise ResourceLimitError(f"not enough memory to decode tensor {entry.name!r} "
                                      f"({entry.numel * DTYPES[entry.dtype].itemsize:,} bytes)") from None
-        return DecodedTensor(entry.name, tensor, q, entry)
+        return DecodedTensor(entry.name, tensor, q if keep_quantized else None, entry)
 
     kept: dict[str, DecodedTensor] = {}  # alias targets, until the file's end
     results = ordered_thread_map(one, coded, workers=decode_workers(coded, workers))
@@ -415,7 +417,7 @@ def iter_decode(
         entries = select_tensors(reader.header, only)
         _check_output_size(entries, max_output_bytes)
         for decoded in iter_decoded(reader, entries, backend=backend, workers=workers, progress=progress,
-                                    arrays=arrays):
+                                    arrays=arrays, keep_quantized=False):
             yield decoded.name, decoded.tensor
 
 
@@ -464,9 +466,9 @@ def decode(
             raise ConfigError("this file holds an nn.Module, which needs torch tensors: decode it with "
                               "arrays='torch', or pass as_state_dict=True")
         for decoded in iter_decoded(reader, entries, backend=backend, workers=workers, progress=progress,
-                                    arrays=arrays):
+                                    arrays=arrays, keep_quantized=keep_quantized):
             state_dict[decoded.name] = decoded.tensor
-            if decoded.quantized is not None and keep_quantized:
+            if decoded.quantized is not None:
                 quantized[decoded.name] = decoded.quantized
         skeleton = None
         if header.model.kind == "module" and not as_state_dict and only is None:
