@@ -466,7 +466,8 @@ def decode(
         _check_output_size(entries, max_output_bytes, extra=sum(f.size for f in carried))
         state_dict: OrderedDict[str, torch.Tensor] = OrderedDict()
         quantized: dict[str, QuantizedTensor] = {}
-        if arrays == "numpy" and header.model.kind == "module" and not as_state_dict and only is None:
+        rebuild = header.model.kind == "module" and not as_state_dict and only is None
+        if arrays == "numpy" and rebuild:
             raise ConfigError("this file holds an nn.Module, which needs torch tensors: decode it with "
                               "arrays='torch', or pass as_state_dict=True")
         for decoded in iter_decoded(reader, entries, backend=backend, workers=workers, progress=progress,
@@ -474,9 +475,7 @@ def decode(
             state_dict[decoded.name] = decoded.tensor
             if decoded.quantized is not None:
                 quantized[decoded.name] = decoded.quantized
-        skeleton = None
-        if header.model.kind == "module" and not as_state_dict and only is None:
-            skeleton = reader.read(header.model.skeleton, "module skeleton", None, MAX_SKELETON_BYTES)
+        skeleton = reader.read(header.model.skeleton, "module skeleton", None, MAX_SKELETON_BYTES) if rebuild else None
         files = {f.path: reader.read(f.data, f"file {f.path!r}", f.size) for f in carried}
     module = rebuild_module(skeleton, state_dict, trust_pickle=trust_pickle) if skeleton is not None else None
     return DecodeResult(state_dict, header, module, quantized, time.perf_counter() - started, files)

@@ -33,7 +33,6 @@ def column_scales(matrix, *, rows: RowReader | None = None, shape: tuple[int, in
     the whole matrix adds them, so the scales are the same bits without a float64 copy of the matrix.
     """
     if rows is None:
-        matrix = np.asarray(matrix) if isinstance(matrix, np.ndarray) else matrix
         shape = tuple(matrix.shape)
         rows = row_reader(matrix)
     n_rows, n_cols = shape

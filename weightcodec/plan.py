@@ -134,7 +134,7 @@ def plan_tensor(name: str, tensor: torch.Tensor, config: EncodeConfig) -> Tensor
     requested = config.granularity_for(name)
     threshold = config.quant.matrix_guard_db if tensor.ndim == 2 else config.quant.guard_db
     # the tensor itself: the guard reads it in row chunks (no float32 copy of the whole tensor)
-    granularity, figure = choose_granularity(_detached(tensor), requested, threshold_db=threshold)
+    granularity, figure = choose_granularity(tensor, requested, threshold_db=threshold)
     return TensorPlan(
         name, kind, dtype.name, shape, granularity=granularity,
         guard_db=figure if math.isfinite(figure) else None, guard_threshold_db=threshold,
@@ -198,10 +198,6 @@ def _is_meta(tensor) -> bool:
     return not isinstance(tensor, np.ndarray) and tensor.device.type == "meta"
 
 
-def _detached(tensor):
-    return tensor if isinstance(tensor, np.ndarray) else tensor.detach()
-
-
 def _view_key(tensor) -> tuple:
     """What makes two entries the same view of one storage (tied weights)."""
     if isinstance(tensor, np.ndarray):
@@ -229,9 +225,9 @@ def plan_transformer_tensor(name: str, tensor: torch.Tensor, config: EncodeConfi
     if layout.col_scales:
         from .colscales import quantize_with_col_scales
 
-        values = quantize_with_col_scales(_detached(tensor)).values
+        values = quantize_with_col_scales(tensor).values
     else:
-        values = quantize(_detached(tensor), "per-channel", axis=layout.axis).values
+        values = quantize(tensor, "per-channel", axis=layout.axis).values
     hevc = None
     snr = None
     signal = signal_db(values)

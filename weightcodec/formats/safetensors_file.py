@@ -78,12 +78,10 @@ def read_safetensors(path: str | os.PathLike[str], *,
     path = Path(path)
     tensors: OrderedDict[str, torch.Tensor] = OrderedDict()
     try:
-        framework = "pt"
-        if prefer_numpy:
-            with library.safe_open(str(path), framework="numpy") as handle:
-                if all(handle.get_slice(name).get_dtype() in NUMPY_SAFETENSORS_DTYPES for name in handle.keys()):
-                    framework = "numpy"
-        with library.safe_open(str(path), framework=framework) as handle:
+        handle = library.safe_open(str(path), framework="numpy" if prefer_numpy else "pt")
+        if prefer_numpy and not all(handle.get_slice(n).get_dtype() in NUMPY_SAFETENSORS_DTYPES for n in handle.keys()):
+            handle = library.safe_open(str(path), framework="pt")  # bfloat16, float8...: torch tensors
+        with handle:
             metadata = handle.metadata()
             names = list(handle.offset_keys()) if hasattr(handle, "offset_keys") else list(handle.keys())
             for name in names:
@@ -103,10 +101,15 @@ def read_safetensors(path: str | os.PathLike[str], *,
     return tensors, metadata
 
 
+def _all_numpy(tensors: Mapping[str, object]) -> bool:
+    """Numpy arrays only (a torch-free decode), written through ``safetensors.numpy``."""
+    return bool(tensors) and all(isinstance(t, np.ndarray) for t in tensors.values())
+
+
 def unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The tensors with every storage used once (safetensors refuses shared or overlapping tensors):
     later tensors that share storage with an earlier one are copied."""
-    if tensors and all(isinstance(t, np.ndarray) for t in tensors.values()):
+    if _all_numpy(tensors):
         return {name: np.ascontiguousarray(array) for name, array in tensors.items()}
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
@@ -126,7 +129,7 @@ def write_safetensors_to(path: str | os.PathLike[str], tensors: Mapping[str, tor
     """``save_file`` straight to ``path`` (for files inside a folder being built); returns its size.
     ``tensors`` are all torch tensors, or all numpy arrays (written without importing torch)."""
     _library()
-    if tensors and all(isinstance(t, np.ndarray) for t in tensors.values()):
+    if _all_numpy(tensors):
         from safetensors.numpy import save_file
     else:
         from safetensors.torch import save_file
