@@ -78,11 +78,11 @@ def make_checkpoint(path: Path, size: str, seed: int = 0) -> dict:
     return facts
 
 
-def run(sizes: list[str], engines: list[str], wait: float, workdir: Path, qp: int) -> dict:
+def run(sizes: list[str], engines: list[str], wait: float, workdir: Path, qp: int, verify: bool = True) -> dict:
     cores = default_workers()
     baseline = python_baseline_mb()
-    result = {"benchmark": "bench/scaling.py", "cores": cores, "qp": qp, "interpreter_baseline_mb": baseline,
-              "runs": []}
+    result = {"benchmark": "bench/scaling.py", "cores": cores, "qp": qp, "verify": verify,
+              "interpreter_baseline_mb": baseline, "runs": []}
     wcli = [sys.executable, "-m", "weightcodec.cli"]
     ray = LocalRay(cores) if "ray" in engines else None
     try:
@@ -97,7 +97,7 @@ def run(sizes: list[str], engines: list[str], wait: float, workdir: Path, qp: in
                 out = workdir / f"{size}.wcodec"
                 quiet = wait_for_quiet(timeout=wait)
                 enc = run_measured([*wcli, "encode", str(model), "-o", str(out), "-f", "-q", "--qp", str(qp),
-                                    "--no-verify", *option], env=env, cwd=REPO)
+                                    *([] if verify else ["--no-verify"]), *option], env=env, cwd=REPO)
                 load_mid = loadavg()
                 dec = run_measured([*wcli, "decode", str(out), "-o", str(workdir / "decoded.pt"), "-f", "-q",
                                     "--workers", str(cores)], env=env, cwd=REPO)
@@ -172,11 +172,14 @@ def plot(paths: list[Path], png: Path) -> None:
               help="where the checkpoints go (default: a temp dir)")
 @click.option("--out", type=click.Path(path_type=Path), default=REPO / "bench" / "results" / "scaling.json",
               show_default=True)
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="encode as wcodec does by default (decode each stream back and record its error and CRC) "
+                   "or with --no-verify")
 @click.option("--plot", "plot_only", is_flag=True, help="only plot the result files given as arguments")
 @click.option("--png", type=click.Path(path_type=Path), default=REPO / "docs" / "scaling.png", show_default=True)
 @click.argument("results", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def main(sizes: str, engines: str, qp: int, wait: float, workdir: Path | None, out: Path, plot_only: bool, png: Path,
-         results: tuple[Path, ...]) -> None:
+def main(sizes: str, engines: str, qp: int, wait: float, workdir: Path | None, out: Path, verify: bool,
+         plot_only: bool, png: Path, results: tuple[Path, ...]) -> None:
     if plot_only:
         if not results:
             raise click.UsageError("--plot needs the result files to plot")
@@ -188,7 +191,7 @@ def main(sizes: str, engines: str, qp: int, wait: float, workdir: Path | None, o
 
     signal.signal(signal.SIGTERM, terminate)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        result = run(sizes.split(","), engines.split(","), wait, Path(tmp), qp)
+        result = run(sizes.split(","), engines.split(","), wait, Path(tmp), qp, verify)
     from weightcodec.measure import machine_info
 
     result["command"] = "python -m bench.scaling " + " ".join(sys.argv[1:])

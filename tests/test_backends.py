@@ -10,7 +10,7 @@ from weightcodec.config import HevcSettings
 from weightcodec.errors import CorruptStreamError
 from weightcodec.hevc import parse_stream_info
 from weightcodec.quant import quantize
-from weightcodec.tiling import frames_to_matrix, matrix_to_frames, plan_tiles
+from weightcodec.tiling import MatrixAssembler, TiledFrames, frames_to_matrix, matrix_to_frames, plan_tiles
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,23 @@ def test_lossless_round_trip_is_exact(int8_matrix, backend, chroma):
     layout, frames = frames_of(int8_matrix, max_side=64)  # several tiles
     stream = codec.encode(frames, HevcSettings(lossless=True, chroma=chroma))
     assert np.array_equal(frames_to_matrix(codec.decode(stream, spec(frames, chroma)), layout), int8_matrix)
+
+
+@pytest.mark.parametrize("backend", ["pyav", "ffmpeg"])
+@pytest.mark.parametrize("chroma", ["yuv420p", "gray"])
+def test_frames_made_on_demand_and_decoded_into_the_matrix_change_nothing(int8_matrix, backend, chroma):
+    """The codec path of the encoder (TiledFrames in, a MatrixAssembler out) against whole frame stacks."""
+    codec = get_backend(backend)
+    layout, frames = frames_of(int8_matrix, max_side=64)
+    settings = HevcSettings(qp=30, chroma=chroma)
+    stream = codec.encode(frames, settings)
+    assert codec.encode(TiledFrames(int8_matrix, layout), settings) == stream
+    assembler = MatrixAssembler(layout)
+    assert codec.decode(stream, spec(frames, chroma), out=assembler) is assembler
+    assert np.array_equal(assembler.matrix, frames_to_matrix(codec.decode(stream, spec(frames, chroma)), layout))
+    other = MatrixAssembler(plan_tiles(*int8_matrix.shape, max_height=32, max_width=32))  # other pictures
+    with pytest.raises(ValueError, match="frame sink"):
+        codec.decode(stream, spec(frames, chroma), out=other)
 
 
 def test_error_grows_and_size_falls_as_qp_rises(int8_matrix):

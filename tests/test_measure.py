@@ -76,7 +76,11 @@ def test_machine_info_records_the_versions_the_numbers_depend_on():
     assert info["versions"]["numpy"] == np.__version__
 
 
-def test_tensor_error_integer_fast_path_matches_float64():
+@pytest.mark.parametrize("chunk", [None, 7, 1000])
+def test_tensor_error_integer_fast_path_matches_float64(chunk, monkeypatch):
+    """Exact whatever the chunks the integer path compares at a time (the last one partial)."""
+    if chunk:
+        monkeypatch.setattr("weightcodec.measure._ERROR_CHUNK", chunk)
     rng = np.random.default_rng(0)
     ref = rng.integers(-127, 128, (300, 200)).astype(np.int8)
     got = np.clip(ref.astype(np.int16) + rng.integers(-9, 10, ref.shape), -127, 127).astype(np.int8)

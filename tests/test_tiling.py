@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from weightcodec.tiling import MIN_SIDE, frames_to_matrix, matrix_to_frames, plan_tiles
+from weightcodec.tiling import MIN_SIDE, MatrixAssembler, TiledFrames, frames_to_matrix, matrix_to_frames, plan_tiles
 
 
 @settings(max_examples=80, deadline=None)
@@ -22,6 +22,45 @@ def test_round_trip_is_exact_for_any_shape(rows, cols, max_h, max_w, seed):
     assert MIN_SIDE <= layout.tile_height <= max(max_h, MIN_SIDE) and MIN_SIDE <= layout.tile_width <= max(max_w, MIN_SIDE)
     assert layout.grid_rows * layout.tile_height >= rows and layout.grid_cols * layout.tile_width >= cols
     assert np.array_equal(frames_to_matrix(frames, layout), matrix)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(1, 200), cols=st.integers(1, 200),
+    max_h=st.integers(8, 40).map(lambda v: 2 * v), max_w=st.integers(8, 40).map(lambda v: 2 * v),
+    seed=st.integers(0, 2**16),
+)
+def test_frames_made_one_at_a_time_equal_the_whole_stack(rows, cols, max_h, max_w, seed):
+    rng = np.random.default_rng(seed)
+    matrix = rng.integers(-128, 128, (rows, cols)).astype(np.int8)
+    layout = plan_tiles(rows, cols, max_height=max_h, max_width=max_w)
+    whole = matrix_to_frames(matrix, layout)
+    lazy = TiledFrames(matrix, layout)
+    assert (len(lazy), lazy.shape, lazy.dtype, lazy.ndim) == (whole.shape[0], whole.shape, np.uint8, 3)
+    made = list(lazy)
+    assert all(f.flags.c_contiguous and f.dtype == np.uint8 for f in made)
+    assert np.array_equal(np.stack(made), whole) and np.array_equal(np.asarray(lazy), whole)
+    # a decoder's pictures written straight into the matrix: frames_to_matrix, padding dropped
+    # (random pictures: what the padding decodes to must not matter)
+    pictures = rng.integers(0, 256, whole.shape, dtype=np.uint8)
+    assembler = MatrixAssembler(layout)
+    for index in rng.permutation(len(pictures)):  # any order
+        assembler.store(int(index), pictures[index])
+    assert assembler.matrix.dtype == np.int8
+    assert np.array_equal(assembler.matrix, frames_to_matrix(pictures, layout))
+
+
+def test_lazy_frames_and_assembler_reject_what_does_not_fit():
+    layout = plan_tiles(40, 40, max_height=32, max_width=32)
+    with pytest.raises(ValueError, match="int8 matrix of shape"):
+        TiledFrames(np.zeros((40, 41), np.int8), layout)
+    with pytest.raises(IndexError):
+        TiledFrames(np.zeros((40, 40), np.int8), layout)[layout.frames]
+    assembler = MatrixAssembler(layout)
+    with pytest.raises(ValueError, match="frame"):
+        assembler.store(0, np.zeros((layout.tile_height + 2, layout.tile_width), np.uint8))
+    with pytest.raises(IndexError):
+        assembler.store(-1, np.zeros((layout.tile_height, layout.tile_width), np.uint8))
 
 
 def test_values_are_offset_by_128_and_padding_repeats_edges():

@@ -77,7 +77,7 @@ class StreamInfo:
 
 def iter_nal_units(stream: bytes):
     """Yield the NAL units (without start codes) of an Annex-B byte stream."""
-    data = bytes(stream)
+    data = stream if isinstance(stream, (bytes, bytearray)) else bytes(stream)  # no copy of a whole stream
     starts = []
     i = data.find(b"\x00\x00\x01")
     while i >= 0:

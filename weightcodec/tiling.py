@@ -5,6 +5,10 @@ fewest tiles that respect the maximum tile size, tiles are as equal as possible,
 even (4:2:0 needs it) and at least 16 (libx265 refuses smaller). The matrix is padded on the right
 and bottom by repeating its last column/row (cheap to code; the decoder crops it away). Frames are
 ordered row-major over the grid.
+
+:func:`matrix_to_frames` / :func:`frames_to_matrix` convert a whole matrix at once;
+:class:`TiledFrames` (encode) and :class:`MatrixAssembler` (decode) do the same one frame at a
+time, so that a codec never needs the matrix's frames in memory beside the matrix itself.
 """
 
 from __future__ import annotations
@@ -82,3 +86,79 @@ def frames_to_matrix(frames: np.ndarray, layout: TileLayout) -> np.ndarray:
     full = grid.transpose(0, 2, 1, 3).reshape(layout.grid_rows * layout.tile_height, -1)
     # sample - 128 in uint8 arithmetic wraps to the int8 bit pattern (0 -> -128, 255 -> 127)
     return np.subtract(full[: layout.rows, : layout.cols], VALUE_OFFSET, dtype=np.uint8).view(np.int8)
+
+
+def _tile_bounds(layout: TileLayout, index: int) -> tuple[int, int]:
+    if not 0 <= index < layout.frames:
+        raise IndexError(f"frame {index} of a {layout.frames}-frame layout")
+    grid_row, grid_col = divmod(index, layout.grid_cols)
+    return grid_row * layout.tile_height, grid_col * layout.tile_width
+
+
+class TiledFrames:
+    """The frames of ``matrix_to_frames(matrix, layout)``, each made when it is read.
+
+    Behaves as a read-only ``uint8`` stack of shape ``(frames, tile_height, tile_width)`` for the
+    codecs: ``len``, iteration, ``frames[i]`` (a new C-contiguous array), ``shape``, ``dtype``,
+    ``ndim``; ``np.asarray`` gives the whole stack. Holds only the matrix (not a copy of it).
+    """
+
+    dtype = np.dtype(np.uint8)
+    ndim = 3
+
+    def __init__(self, matrix: np.ndarray, layout: TileLayout):
+        if matrix.shape != (layout.rows, layout.cols) or matrix.dtype != np.int8:
+            raise ValueError(
+                f"expected int8 matrix of shape {(layout.rows, layout.cols)}, got {matrix.dtype} {matrix.shape}")
+        self.layout = layout
+        self._shifted_view = matrix.view(np.uint8)
+        self.shape = (layout.frames, layout.tile_height, layout.tile_width)
+
+    def __len__(self) -> int:
+        return self.layout.frames
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        layout = self.layout
+        top, left = _tile_bounds(layout, index)
+        bottom, right = top + layout.tile_height, left + layout.tile_width
+        source = self._shifted_view
+        if bottom <= layout.rows and right <= layout.cols:
+            tile = source[top:bottom, left:right] ^ np.uint8(VALUE_OFFSET)
+        else:  # an edge tile: indices past the matrix repeat its last row/column (np.pad's "edge")
+            row_index = np.minimum(np.arange(top, bottom), layout.rows - 1)
+            col_index = np.minimum(np.arange(left, right), layout.cols - 1)
+            tile = source[np.ix_(row_index, col_index)] ^ np.uint8(VALUE_OFFSET)
+        return np.ascontiguousarray(tile)
+
+    def __iter__(self):
+        for index in range(len(self)):
+            yield self[index]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        frames = matrix_to_frames(self._shifted_view.view(np.int8), self.layout)
+        return frames if dtype is None else frames.astype(dtype, copy=False)
+
+
+class MatrixAssembler:
+    """A decoder's destination that writes each decoded frame straight into the int8 matrix
+    (``frames_to_matrix`` one frame at a time: the padding is dropped as the frame arrives).
+
+    ``shape`` is the frame stack's, ``store(index, luma)`` takes frame ``index`` (a ``uint8``
+    ``(tile_height, tile_width)`` array, any strides) and ``matrix`` is the result.
+    """
+
+    def __init__(self, layout: TileLayout):
+        self.layout = layout
+        self.shape = (layout.frames, layout.tile_height, layout.tile_width)
+        self.matrix = np.empty((layout.rows, layout.cols), dtype=np.int8)
+
+    def store(self, index: int, luma: np.ndarray) -> None:
+        layout = self.layout
+        if luma.shape != self.shape[1:]:
+            raise ValueError(f"expected a {self.shape[1:]} frame, got {luma.shape}")
+        top, left = _tile_bounds(layout, index)
+        height, width = min(layout.tile_height, layout.rows - top), min(layout.tile_width, layout.cols - left)
+        if height > 0 and width > 0:
+            # sample - 128 in uint8 arithmetic wraps to the int8 bit pattern (0 -> -128, 255 -> 127)
+            np.subtract(luma[:height, :width], VALUE_OFFSET, dtype=np.uint8,
+                        out=self.matrix.view(np.uint8)[top:top + height, left:left + width])

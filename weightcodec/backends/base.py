@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Protocol
 
 import numpy as np
 
@@ -62,10 +62,14 @@ class FrameCodec(ABC):
     """Encodes a stack of 8-bit luma frames to one HEVC Annex-B stream, and back.
 
     ``encode`` takes ``uint8`` frames shaped ``(n, height, width)`` and returns the Annex-B bytes.
+    The frames are an array, or a :class:`~weightcodec.tiling.TiledFrames` that makes each frame
+    as it is read (codecs iterate over the frames and use ``shape``, nothing else).
     ``decode`` returns the luma planes of the decoded pictures, ``uint8`` ``expected.shape`` (in
     ``out`` when given: a C-contiguous writeable ``uint8`` array of exactly that shape, whose
-    contents are unspecified if decoding fails). Implementations must write and read the luma
-    plane directly: no colour-range or format conversion may touch the values.
+    contents are unspecified if decoding fails). ``out`` may instead be a :class:`FrameSink`
+    (e.g. :class:`~weightcodec.tiling.MatrixAssembler`): each picture is then handed to its
+    ``store`` as it is decoded, and the sink is returned. Implementations must write and read the
+    luma plane directly: no colour-range or format conversion may touch the values.
 
     ``threads`` caps x265's thread pool (``pools``; None: x265's default, all cores). It never
     changes a byte of the stream (measured by ``tools/measure_speed.py`` for every preset tried)
@@ -85,7 +89,8 @@ class FrameCodec(ABC):
     def encode(self, frames: np.ndarray, settings: HevcSettings, *, threads: int | None = None) -> bytes: ...
 
     @abstractmethod
-    def decode(self, stream: bytes, expected: PictureSpec, *, out: np.ndarray | None = None) -> np.ndarray: ...
+    def decode(self, stream: bytes, expected: PictureSpec, *,
+               out: np.ndarray | FrameSink | None = None) -> np.ndarray | FrameSink: ...
 
     @classmethod
     def check_available(cls) -> None:
@@ -143,6 +148,7 @@ def x265_params_for_run(settings: HevcSettings, threads: int | None) -> str:
 
 
 def check_frames(frames: np.ndarray) -> None:
+    """``frames`` (an array or a TiledFrames) is a non-empty uint8 stack of frames with even sides."""
     if frames.dtype != np.uint8 or frames.ndim != 3 or frames.shape[0] < 1:
         raise ValueError(f"frames must be uint8 (n, height, width), got {frames.dtype} {frames.shape}")
     if frames.shape[1] % 2 or frames.shape[2] % 2:
@@ -238,10 +244,32 @@ def _check_sps(info: StreamInfo, expected: PictureSpec) -> None:
             f"the header promises {expected.bit_depth}-bit")
 
 
-def output_buffer(expected: PictureSpec, out: np.ndarray | None) -> np.ndarray:
-    """``out`` checked against ``expected`` (C-contiguous writeable uint8 of its shape), or a new one."""
+class FrameSink(Protocol):
+    """Where a decoder may put pictures instead of an array: ``store(index, luma)`` takes picture
+    ``index``'s luma plane (``uint8`` ``shape[1:]``, any strides, valid only during the call)."""
+
+    shape: tuple[int, int, int]
+
+    def store(self, index: int, luma: np.ndarray) -> None: ...
+
+
+def store_picture(out: np.ndarray | FrameSink, index: int, luma: np.ndarray) -> None:
+    """Put one decoded picture's luma into ``out`` (an array from :func:`output_buffer`, or a sink)."""
+    if isinstance(out, np.ndarray):
+        out[index] = luma
+    else:
+        out.store(index, luma)
+
+
+def output_buffer(expected: PictureSpec, out: np.ndarray | FrameSink | None) -> np.ndarray | FrameSink:
+    """``out`` checked against ``expected`` (C-contiguous writeable uint8 of its shape, or a sink
+    for pictures of that shape), or a new array."""
     if out is None:
         return np.empty(expected.shape, dtype=np.uint8)
+    if not isinstance(out, np.ndarray) and callable(getattr(out, "store", None)):
+        if tuple(out.shape) != expected.shape:
+            raise ValueError(f"the frame sink takes {tuple(out.shape)} pictures, the stream holds {expected.shape}")
+        return out
     if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.shape != expected.shape \
             or not out.flags.c_contiguous or not out.flags.writeable:
         raise ValueError(

@@ -22,7 +22,7 @@ from ..config import HevcSettings
 from ..errors import BackendError, BackendUnavailableError, CorruptStreamError
 from .base import (
     DECODER_OPTIONS, FrameCodec, PictureSpec, check_frames, check_stream, output_buffer, register, require_module,
-    x265_params_for_run, yuv420_from_luma,
+    store_picture, x265_params_for_run, yuv420_from_luma,
 )
 
 
@@ -72,17 +72,15 @@ class FFmpegCLICodec(FrameCodec):
 
         check_frames(frames)
         _, height, width = frames.shape
-        if settings.chroma == "yuv420p":
-            raw = b"".join(yuv420_from_luma(f).tobytes() for f in frames)
-        else:
-            raw = np.ascontiguousarray(frames).tobytes()
+        to_bytes = (lambda f: yuv420_from_luma(f).tobytes()) if settings.chroma == "yuv420p" else np.ndarray.tobytes
+        raw = b"".join(to_bytes(np.ascontiguousarray(f)) for f in frames)
         spec = ffmpeg.input("pipe:", format="rawvideo", pix_fmt=settings.chroma, s=f"{width}x{height}", framerate=25)
         spec = spec.output("pipe:", format="hevc", vcodec="libx265", preset=settings.preset,
                            force_key_frames="expr:1",
                            **{"x265-params": x265_params_for_run(settings, threads), "forced-idr": 1})
         return self._run(spec, raw, f"encode a {width}x{height} frame with libx265")
 
-    def decode(self, stream: bytes, expected: PictureSpec, *, out: np.ndarray | None = None) -> np.ndarray:
+    def decode(self, stream: bytes, expected: PictureSpec, *, out=None):
         check_stream(stream, expected)  # before any output size or pix_fmt is taken for granted
         out = output_buffer(expected, out)
         failure = self._decode_into(bytes(stream), expected, out)
@@ -104,8 +102,9 @@ class FFmpegCLICodec(FrameCodec):
         )
         return spec.compile(cmd=self.executable)
 
-    def _decode_into(self, stream: bytes, expected: PictureSpec, out: np.ndarray) -> str | None:
-        """Decode with the executable, reading each picture's luma straight into ``out[k]``.
+    def _decode_into(self, stream: bytes, expected: PictureSpec, out) -> str | None:
+        """Decode with the executable, reading each picture's luma straight into ``out[k]`` (into a
+        one-picture buffer handed to the sink's ``store`` when ``out`` is a sink).
 
         Returns None on success, else why it failed. The child is killed as soon as a byte more
         than ``expected`` pictures arrives; it is always reaped before this returns.
@@ -120,11 +119,14 @@ class FFmpegCLICodec(FrameCodec):
         writer = threading.Thread(target=_feed, args=(proc.stdin, stream), daemon=True)
         writer.start()
         pictures, excess = 0, False
+        scratch = None if isinstance(out, np.ndarray) else np.empty(expected.shape[1:], dtype=np.uint8)
         try:
             while pictures < expected.frames:
-                if not _read_exact(proc.stdout, memoryview(out[pictures]).cast("B")) \
-                        or not _read_exact(proc.stdout, chroma):
+                luma = out[pictures] if scratch is None else scratch
+                if not _read_exact(proc.stdout, memoryview(luma).cast("B")) or not _read_exact(proc.stdout, chroma):
                     break
+                if scratch is not None:
+                    store_picture(out, pictures, scratch)
                 pictures += 1
             else:
                 excess = bool(proc.stdout.read(1))

@@ -17,7 +17,7 @@ from ..hevc import parse_stream_info
 from ..measure import tensor_error
 from ..plan import TensorPlan
 from ..quant import QuantizedTensor
-from ..tiling import TileLayout, frames_to_matrix, matrix_to_frames, plan_tiles
+from ..tiling import MatrixAssembler, TiledFrames, TileLayout, plan_tiles
 from . import int8
 from .base import (CodedTensor, DecodeContext, EncodeContext, col_scales_bytes, quantize_planned, read_scales,
                    read_zero_points, scales_bytes, zero_points_bytes)
@@ -37,13 +37,16 @@ def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTens
     q = quantize_planned(array, plan)
     layout = plan_tiles(rows, cols, max_height=settings.max_tile_height, max_width=settings.max_tile_width)
     matrix = plan.layout.to_matrix(q.values)
-    frames = matrix_to_frames(matrix, layout)
     scales, zero_points, axis, col_scales = scales_bytes(q), zero_points_bytes(q), q.axis, col_scales_bytes(q)
-    if not ctx.verify:  # the int8 copy is not needed while x265 codes the frames
-        del q, matrix
+    del q  # the matrix holds the values (a view of them in the rows layout)
+    # each frame is made as the codec takes it: the frames never sit in memory beside the matrix
+    frames = TiledFrames(matrix, layout)
     # threads only when capped, so that a FrameCodec without the keyword still works in one process
     stream = ctx.backend.encode(frames, settings) if ctx.threads is None else \
         ctx.backend.encode(frames, settings, threads=ctx.threads)
+    del frames
+    if not ctx.verify:
+        del matrix
     info = HevcInfo(
         layout=layout, chroma=settings.chroma, matrix_layout=plan.layout, qp=None if settings.lossless else settings.qp,
         lossless=settings.lossless, preset=settings.preset, x265_params=settings.x265_params(),
@@ -55,7 +58,6 @@ def encode(array: np.ndarray, plan: TensorPlan, ctx: EncodeContext) -> CodedTens
         error = tensor_error(decoded, matrix)
         rmse, max_err = error.rmse, int(error.max_abs)
         info = replace(info, decoded_crc32=zlib.crc32(decoded))
-    del frames
     return CodedTensor(plan, stream, scales=scales, zero_points=zero_points, axis=axis, col_scales=col_scales,
                        hevc=info, int8_rmse=rmse,
                        int8_max_error=max_err, seconds=time.perf_counter() - started)
@@ -69,11 +71,13 @@ def decode_matrix(backend: FrameCodec, stream: bytes, info: HevcInfo, name: str)
     decoder concealed (flipped slice data decodes without error) or a non-conforming decoder.
     """
     layout: TileLayout = info.layout
+    assembler = MatrixAssembler(layout)  # each picture goes straight into the matrix: no frame stack
     try:
-        frames = backend.decode(stream, PictureSpec(layout.frames, layout.tile_height, layout.tile_width, info.chroma))
+        backend.decode(stream, PictureSpec(layout.frames, layout.tile_height, layout.tile_width, info.chroma),
+                       out=assembler)
     except CorruptStreamError as exc:
         raise CorruptStreamError(f"tensor {name!r}: {exc}") from None
-    matrix = frames_to_matrix(frames, layout)
+    matrix = assembler.matrix
     if info.decoded_crc32 is not None and zlib.crc32(matrix) != info.decoded_crc32:
         raise CorruptStreamError(f"tensor {name!r}: the HEVC stream decodes to other values than the encoder's "
                                  "(decoded CRC-32 mismatch): the stream is damaged or the decoder non-conforming")
