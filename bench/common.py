@@ -141,12 +141,44 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
+#: Environment variable naming the file a :func:`python_command` child writes its final VmHWM (kB) to.
+VMHWM_FILE_ENV = "WEIGHTCODEC_BENCH_VMHWM_FILE"
+_REPORT_VMHWM = (
+    "import atexit, os\n"
+    "def _report_vmhwm():\n"
+    "    path = os.environ.get('" + VMHWM_FILE_ENV + "')\n"
+    "    if path:\n"
+    "        with open('/proc/self/status') as f:\n"
+    "            kb = next((l.split()[1] for l in f if l.startswith('VmHWM:')), '0')\n"
+    "        with open(path, 'w') as out:\n"
+    "            out.write(kb)\n"
+    "atexit.register(_report_vmhwm)\n"
+)
+
+
+def python_command(module: str | None = None, *args: str, code: str | None = None) -> list[str]:
+    """A python child that runs ``module`` as ``python -m module args`` would (or the statements
+    ``code``) and, at exit, writes its own VmHWM where :func:`run_measured` reads it: the exact
+    peak, even when it falls after the last sample (forked pool workers end with os._exit and do
+    not write it)."""
+    if code is None:
+        code = (f"import runpy, sys\nsys.argv = [{module!r}, *sys.argv[1:]]\n"
+                f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n")
+    return [sys.executable, "-c", _REPORT_VMHWM + code, *args]
+
+
 def run_measured(cmd: list[str], *, env: dict | None = None, cwd: Path | None = None, sample: float = 0.5) -> dict:
     """Run ``cmd``; wall seconds, its VmHWM (peak RSS of the main process, kernel-measured), and
     the peak of the summed PSS of its process tree (workers included, shared pages counted once),
     sampled every ``sample`` s (walking /proc costs CPU: at 0.05 s it took more than the coding itself
-    on a loaded 2-core machine). Raises CalledProcessError on failure."""
+    on a loaded 2-core machine). A :func:`python_command` child reports its final VmHWM itself
+    (``vmhwm_source``: "exit"); otherwise VmHWM is the last sampled value ("sampled", which misses
+    a peak in the last ``sample`` s). Raises CalledProcessError on failure."""
     started = time.perf_counter()
+    report = tempfile.NamedTemporaryFile(prefix="vmhwm-", delete=False)
+    report.close()
+    os.unlink(report.name)  # the child creates it only if it reports
+    env = {**(env if env is not None else os.environ), VMHWM_FILE_ENV: report.name}
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peak = {"hwm_kb": 0, "tree_pss_kb": 0, "tree_rss_kb": 0}
     done = threading.Event()
@@ -165,9 +197,16 @@ def run_measured(cmd: list[str], *, env: dict | None = None, cwd: Path | None = 
     wall = time.perf_counter() - started
     done.set()
     thread.join()
+    source = "sampled"
+    try:
+        with open(report.name) as f:
+            peak["hwm_kb"], source = max(peak["hwm_kb"], int(f.read() or 0)), "exit"
+        os.unlink(report.name)
+    except (OSError, ValueError):
+        pass
     if proc.returncode:
         raise subprocess.CalledProcessError(proc.returncode, cmd, out, err)
-    return {"wall_seconds": round(wall, 3), "vmhwm_mb": round(peak["hwm_kb"] / 1024, 1),
+    return {"wall_seconds": round(wall, 3), "vmhwm_mb": round(peak["hwm_kb"] / 1024, 1), "vmhwm_source": source,
             "tree_peak_pss_mb": round(peak["tree_pss_kb"] / 1024, 1),
             "tree_peak_rss_mb": round(peak["tree_rss_kb"] / 1024, 1), "stdout": out.decode(errors="replace")[-4000:],
             "stderr": err.decode(errors="replace")[-2000:]}
@@ -175,5 +214,5 @@ def run_measured(cmd: list[str], *, env: dict | None = None, cwd: Path | None = 
 
 def python_baseline_mb() -> float:
     """VmHWM of an interpreter that imports weightcodec (torch, numpy, PyAV) and does nothing."""
-    r = run_measured([sys.executable, "-c", "import weightcodec.cli, av, torch"], cwd=REPO)
+    r = run_measured(python_command(code="import weightcodec.cli, av, torch"), cwd=REPO)
     return r["vmhwm_mb"]

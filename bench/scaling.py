@@ -35,7 +35,7 @@ from pathlib import Path
 import click
 import torch
 
-from bench.common import REPO, LocalRay, loadavg, python_baseline_mb, run_measured, wait_for_quiet
+from bench.common import REPO, LocalRay, loadavg, python_baseline_mb, python_command, run_measured, wait_for_quiet
 from weightcodec.parallel import default_workers
 
 CONFIGS = {
@@ -83,7 +83,7 @@ def run(sizes: list[str], engines: list[str], wait: float, workdir: Path, qp: in
     baseline = python_baseline_mb()
     result = {"benchmark": "bench/scaling.py", "cores": cores, "qp": qp, "verify": verify,
               "interpreter_baseline_mb": baseline, "runs": []}
-    wcli = [sys.executable, "-m", "weightcodec.cli"]
+    wcli = python_command("weightcodec.cli")  # `python -m weightcodec.cli`, reporting its exact VmHWM at exit
     ray = LocalRay(cores) if "ray" in engines else None
     try:
         for size in sizes:

@@ -138,3 +138,11 @@ def test_real_mnist_layer_codes_below_two_bits_per_weight_at_qp28():
     rmse = np.sqrt(np.mean((decoded.astype(float) - matrix) ** 2))
     assert 8 * len(stream) / matrix.size < 2.0
     assert 2.0 < rmse < 8.0
+
+
+def test_freed_heap_memory_can_be_handed_back_where_glibc_allocates():
+    import platform
+
+    from weightcodec.heap import release_free_memory
+
+    assert release_free_memory() is (platform.libc_ver()[0] == "glibc")
