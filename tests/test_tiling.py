@@ -6,12 +6,15 @@ from hypothesis import strategies as st
 from weightcodec.tiling import MIN_SIDE, MatrixAssembler, TiledFrames, frames_to_matrix, matrix_to_frames, plan_tiles
 
 
+def matrices_and_tile_limits(side: int, half_tile: int):
+    """Keyword strategies: a matrix shape up to ``side``, even maximum tile sides up to ``2 * half_tile``, a seed."""
+    even = st.integers(8, half_tile).map(lambda v: 2 * v)
+    return dict(rows=st.integers(1, side), cols=st.integers(1, side), max_h=even, max_w=even,
+                seed=st.integers(0, 2**16))
+
+
 @settings(max_examples=80, deadline=None)
-@given(
-    rows=st.integers(1, 300), cols=st.integers(1, 300),
-    max_h=st.integers(8, 80).map(lambda v: 2 * v), max_w=st.integers(8, 80).map(lambda v: 2 * v),
-    seed=st.integers(0, 2**16),
-)
+@given(**matrices_and_tile_limits(300, 80))
 def test_round_trip_is_exact_for_any_shape(rows, cols, max_h, max_w, seed):
     matrix = np.random.default_rng(seed).integers(-127, 128, (rows, cols)).astype(np.int8)
     layout = plan_tiles(rows, cols, max_height=max_h, max_width=max_w)
@@ -25,11 +28,7 @@ def test_round_trip_is_exact_for_any_shape(rows, cols, max_h, max_w, seed):
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    rows=st.integers(1, 200), cols=st.integers(1, 200),
-    max_h=st.integers(8, 40).map(lambda v: 2 * v), max_w=st.integers(8, 40).map(lambda v: 2 * v),
-    seed=st.integers(0, 2**16),
-)
+@given(**matrices_and_tile_limits(200, 40))
 def test_frames_made_one_at_a_time_equal_the_whole_stack(rows, cols, max_h, max_w, seed):
     rng = np.random.default_rng(seed)
     matrix = rng.integers(-128, 128, (rows, cols)).astype(np.int8)
