@@ -27,6 +27,7 @@ from .errors import ConfigError, ResourceLimitError, WeightcodecError
 from .header import CarriedFile, Header, ModelInfo, QuantInfo, TensorInfo
 from .atomic import atomic_write
 from .modelio import LoadedModel, load_source, module_skeleton, rebuild_module
+from .pages import release as release_pages
 from .parallel import check_workers, default_workers, ordered_map, ordered_thread_map
 from .plan import EncodePlan, TensorPlan, plan_encode
 from .quant import QuantizedTensor
@@ -87,9 +88,13 @@ def encode(
     started = time.perf_counter()
     # a .safetensors file of numpy dtypes is read as numpy arrays: the encode then never imports torch
     loaded = load_source(source, trust_pickle=trust_pickle, prefer_numpy=True)
-    plan = plan_encode(loaded.state_dict, config, heads=loaded.heads)
+    # tensors read here from a path are seen by no one else: once planned, and again once coded,
+    # their memory-mapped pages go back to the page cache (weightcodec.pages), so the encode's
+    # resident memory follows the tensors in hand, not the part of the file read so far
+    release_input = isinstance(source, (str, Path))
+    plan = plan_encode(loaded.state_dict, config, heads=loaded.heads, after_read=release_pages if release_input else None)
     result = encode_planned(loaded, plan, output, config=config, verify=verify, metadata=metadata, workers=workers,
-                            ray=ray, progress=progress)
+                            ray=ray, progress=progress, release_input=release_input)
     return replace(result, report=replace(result.report, seconds=time.perf_counter() - started))
 
 
@@ -105,8 +110,12 @@ def encode_planned(
     ray: str | None = None,
     progress: Progress | None = None,
     precoded: Mapping[str, CodedTensor] | None = None,
+    release_input: bool = False,
 ) -> EncodeResult:
     """Code every tensor as ``plan`` says and write the container (to ``output``, or to memory).
+
+    ``release_input``: ``loaded`` was read from a file by the caller and is seen by no one else, so
+    a memory-mapped tensor's pages may be given back once it is coded (:func:`weightcodec.pages.release`).
 
     ``precoded`` maps tensor names to tensors already coded with exactly their plan (e.g. by the
     allocation's candidate search): those are placed as they are instead of being coded again
@@ -127,7 +136,8 @@ def encode_planned(
     threads = 1 if ray is not None else (min(default_workers(), max(2, default_workers() // workers))
                                           if workers > 1 else None)
     ctx = EncodeContext(backend=backend, zstd_level=config.zstd_level if config.compress_raw else None,
-                        verify=verify, threads=threads, verifier=verify_decoder(backend) if verify else None)
+                        verify=verify, threads=threads, verifier=verify_decoder(backend) if verify else None,
+                        release_input=release_input)
     total = sum(t.numel for t in plan.tensors)
     done = 0
     entries: list[TensorInfo] = []
@@ -138,7 +148,7 @@ def encode_planned(
         if ray is not None and todo:
             from .engines.ray_engine import RayEngine
 
-            coded_todo = RayEngine(ray).map(_code_array, ((t, as_numpy(state_dict[t.name])) for t in todo),
+            coded_todo = RayEngine(ray).map(_code_array, _array_jobs(todo, state_dict, release=release_input),
                                             context=ctx, describe=lambda job: f"tensor {job[0].name!r}")
         else:
             coded_todo = ordered_map(_code_tensor, todo, workers=workers,
@@ -208,7 +218,21 @@ def encode_workers(plan: EncodePlan, workers: int | None) -> int:
 
 def _code_tensor(plan: TensorPlan, context: tuple[Mapping[str, torch.Tensor], EncodeContext]) -> CodedTensor:
     state_dict, ctx = context
-    return CODERS[plan.storage].encode(as_numpy(state_dict[plan.name]), plan, ctx)
+    tensor = state_dict[plan.name]
+    coded = CODERS[plan.storage].encode(as_numpy(tensor), plan, ctx)
+    if ctx.release_input:
+        release_pages(tensor)
+    return coded
+
+
+def _array_jobs(todo: Sequence[TensorPlan], state_dict: Mapping[str, torch.Tensor], *, release: bool):
+    """(plan, array) jobs for an engine that ships arrays (Ray); with ``release`` a tensor's mapped
+    pages are given back once the engine has taken it (it asks for the next job after ``ray.put``)."""
+    for plan in todo:
+        tensor = state_dict[plan.name]
+        yield plan, as_numpy(tensor)
+        if release:
+            release_pages(tensor)
 
 
 def _code_array(job: tuple[TensorPlan, "np.ndarray"], ctx: EncodeContext) -> CodedTensor:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -144,9 +144,10 @@ def plan_tensor(name: str, tensor: torch.Tensor, config: EncodeConfig) -> Tensor
 
 
 def find_aliases(state_dict: Mapping[str, torch.Tensor], *,
-                 min_dedup_bytes: int = MIN_DEDUP_BYTES) -> dict[str, tuple[str, bool]]:
+                 min_dedup_bytes: int = MIN_DEDUP_BYTES,
+                 after_read: Callable[[object], object] | None = None) -> dict[str, tuple[str, bool]]:
     """Tensors to store once: ``{name: (earlier name, tied)}``; every target is a tensor that is not
-    itself an alias.
+    itself an alias. ``after_read(tensor)`` is called once each compared tensor has been hashed.
 
     ``tied``: the two are the same view of one storage (tied weights of a ``torch.save``'d
     state_dict, e.g. an LM head that is the token embedding). Otherwise their dtype, shape and bytes
@@ -176,6 +177,8 @@ def find_aliases(state_dict: Mapping[str, torch.Tensor], *,
             continue
         flat = _bytes_of(tensor)
         digest = hashlib.blake2b(flat, digest_size=16).digest()
+        if after_read is not None:
+            after_read(tensor)
         earlier = seen.setdefault((dtype.name, tuple(tensor.shape), digest), [])
         match = None if name in tied_targets else next(
             (e for e in earlier if np.array_equal(_bytes_of(state_dict[e]), flat)), None)
@@ -248,26 +251,31 @@ def plan_transformer_tensor(name: str, tensor: torch.Tensor, config: EncodeConfi
 
 
 def plan_encode(state_dict: Mapping[str, torch.Tensor], config: EncodeConfig, *,
-                heads: Iterable[str] = ()) -> EncodePlan:
+                heads: Iterable[str] = (), after_read: Callable[[object], object] | None = None) -> EncodePlan:
     """Plan every tensor of ``state_dict`` and collect what the user should be told about the plan.
 
     Tensors equal to an earlier one (tied weights; see :func:`find_aliases`) become ``alias``
     entries that store nothing. ``heads``: tensors known to be the model's output head too (a tied
     head not in ``state_dict``: :attr:`weightcodec.modelio.LoadedModel.heads`); a head stored as an
-    alias is found here.
+    alias is found here. ``after_read(tensor)`` is called once a tensor has been read for planning
+    (:func:`weightcodec.pages.release` gives a memory-mapped input's pages back then).
 
     Raises:
         ConfigError: a per-layer pattern (``layer_qp``, ``layer_granularity``) matches no tensor.
     """
     check_patterns(list(state_dict), config)
-    aliases = find_aliases(state_dict)
+    aliases = find_aliases(state_dict, after_read=after_read)
     transformer = uses_transformer_policy(state_dict, config)
     heads = (head_targets(aliases) | set(heads)) if transformer else set()
 
     def planner(name: str, tensor: torch.Tensor) -> TensorPlan:
         if transformer:
-            return plan_transformer_tensor(name, tensor, config, head=name in heads)
-        return plan_tensor(name, tensor, config)
+            planned = plan_transformer_tensor(name, tensor, config, head=name in heads)
+        else:
+            planned = plan_tensor(name, tensor, config)
+        if after_read is not None:
+            after_read(tensor)
+        return planned
 
     tensors = [alias_plan(name, tensor, *aliases[name]) if name in aliases else planner(name, tensor)
                for name, tensor in state_dict.items()]

@@ -30,6 +30,7 @@ class EncodeContext:
     verify: bool = False
     threads: int | None = None  # x265 thread-pool size per encode (None: x265's default, all cores)
     verifier: FrameCodec | None = None  # decodes the streams for ``verify`` (None: ``backend``)
+    release_input: bool = False  # give a memory-mapped input tensor's pages back once coded (weightcodec.pages)
 
 
 @dataclass(frozen=True)
