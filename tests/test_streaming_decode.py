@@ -65,6 +65,24 @@ def test_iter_decode_yields_in_file_order_as_tensors_are_ready(wcodec_file):
     stream.close()
 
 
+def test_decode_works_largest_first_and_returns_file_order(wcodec_file, monkeypatch):
+    """decode() keeps every tensor: it decodes the largest first (its peak is then the whole model
+    plus the smallest tensor's working memory), and returns them in file order, the same bits."""
+    streamed = dict(api.iter_decode(wcodec_file, workers=1))
+    order, steps = [], []
+    original = {kind: coder.decode for kind, coder in api.CODERS.items()}
+    for kind, coder in api.CODERS.items():
+        monkeypatch.setattr(coder, "decode", lambda entry, ctx, _k=kind: order.append(entry.name) or original[_k](entry, ctx))
+    result = decode(wcodec_file, workers=1, progress=lambda name, done, total: steps.append((done, total)))
+    sizes = {t.name: t.numel * api.DTYPES[t.dtype].itemsize for t in result.header.tensors}
+    assert [sizes[n] for n in order] == sorted(sizes.values(), reverse=True)
+    assert list(result.state_dict) == [t.name for t in result.header.tensors]
+    for name, tensor in result.state_dict.items():
+        assert torch.equal(tensor.view(torch.uint8), streamed[name].view(torch.uint8)), name
+    total = sum(t.numel for t in result.header.tensors)
+    assert [d for d, _ in steps] == sorted(d for d, _ in steps) and steps[-1] == (total, total)
+
+
 def test_only_decodes_and_reads_just_the_matching_tensors(wcodec_file, monkeypatch):
     read = []
     original = ContainerReader.read

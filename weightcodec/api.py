@@ -351,7 +351,8 @@ def _check_arrays(arrays: str, entries: Sequence[TensorInfo]) -> None:
 
 def iter_decoded(reader: ContainerReader, entries: Sequence[TensorInfo], *, backend: str = "pyav",
                  workers: int | None = None, progress: Progress | None = None,
-                 arrays: str = "torch", keep_quantized: bool = True) -> Iterator[DecodedTensor]:
+                 arrays: str = "torch", keep_quantized: bool = True,
+                 largest_first: bool = False) -> Iterator[DecodedTensor]:
     """Decode ``entries`` of an open file, yielding each tensor as soon as it and those before it
     are ready (file order). ``workers`` threads decode streams at once (None: all cores); each
     stream is decoded by one decoder thread, so the tensors are the same bits whatever the number.
@@ -359,7 +360,14 @@ def iter_decoded(reader: ContainerReader, entries: Sequence[TensorInfo], *, back
     an alias is the earlier tensor itself when tied, a copy of it otherwise). ``arrays="numpy"``
     gives numpy arrays (the same values; torch is not imported) instead of torch tensors;
     ``keep_quantized=False`` drops each tensor's int8 values as soon as it is dequantized
-    (``DecodedTensor.quantized`` is then None)."""
+    (``DecodedTensor.quantized`` is then None).
+
+    ``largest_first``: for a caller that keeps every tensor anyway (:func:`decode`), decode the
+    largest tensors first and yield everything, still in file order, once all are decoded. Peak
+    memory is every tensor held plus the working memory (int8 values, stream, pictures) of the
+    one being decoded last; in file order that is often the largest (an LM head), this way the
+    smallest (1 B Llama shape: about 100 MB less).
+    """
     entries = list(entries)
     _check_arrays(arrays, entries)
     by_name = {t.name: t for t in reader.header.tensors}
@@ -388,8 +396,19 @@ def iter_decoded(reader: ContainerReader, entries: Sequence[TensorInfo], *, back
         return DecodedTensor(entry.name, tensor, q if keep_quantized else None, entry)
 
     kept: dict[str, DecodedTensor] = {}  # alias targets, until the file's end
-    results = ordered_thread_map(one, coded, workers=decode_workers(coded, workers))
-    pending = iter(results)
+    threads = decode_workers(coded, workers)
+    if largest_first:
+        finished: dict[str, DecodedTensor] = {}
+        by_size = sorted(coded, key=lambda t: t.numel * DTYPES[t.dtype].itemsize, reverse=True)
+        for decoded in ordered_thread_map(one, by_size, workers=threads):
+            finished[decoded.name] = decoded
+            if progress and decoded.name in selected:
+                done += decoded.entry.numel
+                progress(decoded.name, done, total)
+        pending = iter([finished.pop(t.name) for t in coded])
+        del finished
+    else:
+        pending = iter(ordered_thread_map(one, coded, workers=threads))
     for entry in entries:
         if entry.storage == "alias":  # validated: an earlier, non-alias tensor of the same dtype and shape
             while entry.alias_of not in kept:
@@ -408,10 +427,13 @@ def iter_decoded(reader: ContainerReader, entries: Sequence[TensorInfo], *, back
                     kept[decoded.name] = decoded
                 if decoded.name == entry.name:
                     break
-        done += decoded.entry.numel
-        if progress:
-            progress(decoded.name, done, total)
+        if not largest_first:
+            done += decoded.entry.numel
+            if progress:
+                progress(decoded.name, done, total)
         yield decoded
+    if largest_first and progress:
+        progress("", total, total)  # aliases, which decode nothing
 
 
 def _check_output_size(entries: Sequence[TensorInfo], max_output_bytes: int | None, *, extra: int = 0) -> None:
@@ -495,7 +517,7 @@ def decode(
             raise ConfigError("this file holds an nn.Module, which needs torch tensors: decode it with "
                               "arrays='torch', or pass as_state_dict=True")
         for decoded in iter_decoded(reader, entries, backend=backend, workers=workers, progress=progress,
-                                    arrays=arrays, keep_quantized=keep_quantized):
+                                    arrays=arrays, keep_quantized=keep_quantized, largest_first=True):
             state_dict[decoded.name] = decoded.tensor
             if decoded.quantized is not None:
                 quantized[decoded.name] = decoded.quantized
