@@ -155,9 +155,14 @@ def plot(paths: list[Path], png: Path) -> None:
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
-    loads = [r["machine"]["load_before"][0] for r in runs]
-    fig.suptitle(f"random-init LLM-shaped fp16 checkpoints, 2 cores; 1-min load {min(loads):.0f}-{max(loads):.0f} "
-                 "during the runs: wall times pessimistic", fontsize=9)
+    results = [json.loads(p.read_text()) for p in paths]
+    loaded = sum(not r["machine"]["quiet"] for r in runs)
+    machine = ("every run started on a quiet machine (1-min load < 0.5)" if not loaded else
+               f"{loaded} of {len(runs)} runs started under load: their wall times are pessimistic")
+    verify = {d.get("verify", False) for d in results}
+    fig.suptitle(f"random-init LLM-shaped fp16 checkpoints, QP {'/'.join(sorted({str(d['qp']) for d in results}))}, "
+                 f"{'verified' if verify == {True} else 'unverified' if verify == {False} else 'mixed'} encode, "
+                 f"{'/'.join(sorted({str(d['cores']) for d in results}))} cores; {machine}", fontsize=9)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
 
