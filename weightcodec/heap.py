@@ -10,15 +10,15 @@ tensor's worth of work, and does nothing where glibc is not the allocator.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 
 
 @functools.cache
 def _malloc_trim():
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        # the process's own symbols, as weightcodec.pages and parallel load libc (find_library would
+        # run ldconfig in a subprocess in every worker)
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):  # not glibc (musl, macOS, Windows): nothing to do
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int

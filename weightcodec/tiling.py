@@ -35,6 +35,11 @@ class TileLayout:
     def frames(self) -> int:
         return self.grid_rows * self.grid_cols
 
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """The frame stack's shape: ``(frames, tile_height, tile_width)``."""
+        return self.frames, self.tile_height, self.tile_width
+
     def to_json(self) -> dict:
         """The tile members of the header's ``hevc`` object (the matrix size is written beside them)."""
         return {
@@ -65,10 +70,14 @@ def plan_tiles(rows: int, cols: int, *, max_height: int, max_width: int) -> Tile
     return TileLayout(rows, cols, tile_h, tile_w, grid_r, grid_c)
 
 
-def matrix_to_frames(matrix: np.ndarray, layout: TileLayout) -> np.ndarray:
-    """int8 (rows, cols) -> uint8 (frames, tile_height, tile_width)."""
+def _check_matrix(matrix: np.ndarray, layout: TileLayout) -> None:
     if matrix.shape != (layout.rows, layout.cols) or matrix.dtype != np.int8:
         raise ValueError(f"expected int8 matrix of shape {(layout.rows, layout.cols)}, got {matrix.dtype} {matrix.shape}")
+
+
+def matrix_to_frames(matrix: np.ndarray, layout: TileLayout) -> np.ndarray:
+    """int8 (rows, cols) -> uint8 (frames, tile_height, tile_width)."""
+    _check_matrix(matrix, layout)
     full_h, full_w = layout.grid_rows * layout.tile_height, layout.grid_cols * layout.tile_width
     # value + 128 in uint8 is the int8 bit pattern with its top bit flipped (no int16 copy)
     shifted = matrix.view(np.uint8) ^ np.uint8(VALUE_OFFSET)
@@ -79,9 +88,8 @@ def matrix_to_frames(matrix: np.ndarray, layout: TileLayout) -> np.ndarray:
 
 def frames_to_matrix(frames: np.ndarray, layout: TileLayout) -> np.ndarray:
     """uint8 (frames, tile_height, tile_width) -> int8 (rows, cols); inverse of matrix_to_frames."""
-    expected = (layout.frames, layout.tile_height, layout.tile_width)
-    if frames.shape != expected:
-        raise ValueError(f"expected frames of shape {expected}, got {frames.shape}")
+    if frames.shape != layout.frame_shape:
+        raise ValueError(f"expected frames of shape {layout.frame_shape}, got {frames.shape}")
     grid = frames.reshape(layout.grid_rows, layout.grid_cols, layout.tile_height, layout.tile_width)
     full = grid.transpose(0, 2, 1, 3).reshape(layout.grid_rows * layout.tile_height, -1)
     # sample - 128 in uint8 arithmetic wraps to the int8 bit pattern (0 -> -128, 255 -> 127)
@@ -107,12 +115,10 @@ class TiledFrames:
     ndim = 3
 
     def __init__(self, matrix: np.ndarray, layout: TileLayout):
-        if matrix.shape != (layout.rows, layout.cols) or matrix.dtype != np.int8:
-            raise ValueError(
-                f"expected int8 matrix of shape {(layout.rows, layout.cols)}, got {matrix.dtype} {matrix.shape}")
+        _check_matrix(matrix, layout)
         self.layout = layout
         self._shifted_view = matrix.view(np.uint8)
-        self.shape = (layout.frames, layout.tile_height, layout.tile_width)
+        self.shape = layout.frame_shape
 
     def __len__(self) -> int:
         return self.layout.frames
@@ -149,7 +155,7 @@ class MatrixAssembler:
 
     def __init__(self, layout: TileLayout):
         self.layout = layout
-        self.shape = (layout.frames, layout.tile_height, layout.tile_width)
+        self.shape = layout.frame_shape
         self.matrix = np.empty((layout.rows, layout.cols), dtype=np.int8)
 
     def store(self, index: int, luma: np.ndarray) -> None:
