@@ -61,7 +61,8 @@ def llama_shapes(hidden: int, mlp: int, layers: int, heads: int, kv_heads: int, 
 
 
 def make_checkpoint(path: Path, size: str, seed: int = 0) -> dict:
-    """Write a random fp16 checkpoint of ``size``'s shapes; returns its facts (weights, bytes, largest tensor)."""
+    """Write a random fp16 checkpoint of ``size``'s shapes (``torch.save``, or a ``.safetensors``
+    file by the path's suffix); returns its facts (weights, bytes, largest tensor)."""
     shapes = llama_shapes(**CONFIGS[size])
     g = torch.Generator().manual_seed(seed)
     sd = {}
@@ -70,7 +71,12 @@ def make_checkpoint(path: Path, size: str, seed: int = 0) -> dict:
             sd[name] = torch.ones(shape, dtype=torch.float16)
         else:
             sd[name] = (torch.randn(shape, generator=g, dtype=torch.float32) * 0.02).to(torch.float16)
-    torch.save(sd, path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(sd, str(path))
+    else:
+        torch.save(sd, path)
     numels = [math.prod(s) for s in shapes.values()]
     facts = {"size": size, "config": CONFIGS[size], "tensors": len(shapes), "weights": sum(numels),
              "model_bytes": 2 * sum(numels), "largest_tensor_bytes": 2 * max(numels), "file_bytes": path.stat().st_size}
@@ -78,16 +84,18 @@ def make_checkpoint(path: Path, size: str, seed: int = 0) -> dict:
     return facts
 
 
-def run(sizes: list[str], engines: list[str], wait: float, workdir: Path, qp: int, verify: bool = True) -> dict:
+def run(sizes: list[str], engines: list[str], wait: float, workdir: Path, qp: int, verify: bool = True,
+        input_format: str = "pt") -> dict:
     cores = default_workers()
     baseline = python_baseline_mb()
     result = {"benchmark": "bench/scaling.py", "cores": cores, "qp": qp, "verify": verify,
-              "interpreter_baseline_mb": baseline, "runs": []}
+              "interpreter_baseline_mb": baseline, "input_format": input_format, "runs": []}
     wcli = python_command("weightcodec.cli")  # `python -m weightcodec.cli`, reporting its exact VmHWM at exit
     ray = LocalRay(cores) if "ray" in engines else None
     try:
         for size in sizes:
-            model = workdir / f"{size}.pt"
+            model = workdir / f"{size}.{input_format}"
+            decoded = workdir / f"decoded.{input_format}"
             facts = make_checkpoint(model, size)
             target_mb = (facts["model_bytes"] + 2 * facts["largest_tensor_bytes"]) / 2**20 + baseline
             for engine in engines:
@@ -99,7 +107,7 @@ def run(sizes: list[str], engines: list[str], wait: float, workdir: Path, qp: in
                 enc = run_measured([*wcli, "encode", str(model), "-o", str(out), "-f", "-q", "--qp", str(qp),
                                     *([] if verify else ["--no-verify"]), *option], env=env, cwd=REPO)
                 load_mid = loadavg()
-                dec = run_measured([*wcli, "decode", str(out), "-o", str(workdir / "decoded.pt"), "-f", "-q",
+                dec = run_measured([*wcli, "decode", str(out), "-o", str(decoded), "-f", "-q",
                                     "--workers", str(cores)], env=env, cwd=REPO)
                 row = {**facts, "engine": engine, "machine": {**quiet, "load_between": load_mid,
                                                                "load_after": loadavg()},
@@ -116,7 +124,7 @@ def run(sizes: list[str], engines: list[str], wait: float, workdir: Path, qp: in
                       f"pss {dec['tree_peak_pss_mb']:8.0f} MB | target {target_mb:8.0f} MB | load {loadavg()[0]}",
                       file=sys.stderr, flush=True)
                 out.unlink()
-                (workdir / "decoded.pt").unlink(missing_ok=True)
+                decoded.unlink(missing_ok=True)
             model.unlink()
     finally:
         if ray:
@@ -180,11 +188,13 @@ def plot(paths: list[Path], png: Path) -> None:
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="encode as wcodec does by default (decode each stream back and record its error and CRC) "
                    "or with --no-verify")
+@click.option("--input-format", type=click.Choice(["pt", "safetensors"]), default="pt", show_default=True,
+              help="the checkpoint's file: torch.save (read with mmap) or .safetensors (decoded to the same form)")
 @click.option("--plot", "plot_only", is_flag=True, help="only plot the result files given as arguments")
 @click.option("--png", type=click.Path(path_type=Path), default=REPO / "docs" / "scaling.png", show_default=True)
 @click.argument("results", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def main(sizes: str, engines: str, qp: int, wait: float, workdir: Path | None, out: Path, verify: bool,
-         plot_only: bool, png: Path, results: tuple[Path, ...]) -> None:
+         input_format: str, plot_only: bool, png: Path, results: tuple[Path, ...]) -> None:
     if plot_only:
         if not results:
             raise click.UsageError("--plot needs the result files to plot")
@@ -196,7 +206,7 @@ def main(sizes: str, engines: str, qp: int, wait: float, workdir: Path | None, o
 
     signal.signal(signal.SIGTERM, terminate)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        result = run(sizes.split(","), engines.split(","), wait, Path(tmp), qp, verify)
+        result = run(sizes.split(","), engines.split(","), wait, Path(tmp), qp, verify, input_format)
     from weightcodec.measure import machine_info
 
     result["command"] = "python -m bench.scaling " + " ".join(sys.argv[1:])

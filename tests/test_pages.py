@@ -65,3 +65,25 @@ def test_encoding_a_path_gives_pages_back_and_writes_the_same_bytes(mapped, monk
     from_path = encode(path, config=config, workers=1).data
     assert from_path == in_memory
     assert calls and max(calls) >= 16 * 2**20 - 2 * 4096  # the big tensor, once planned and once coded
+
+
+def test_encoding_a_safetensors_path_gives_pages_back_and_writes_the_same_bytes(mapped, tmp_path, monkeypatch):
+    """A float32 .safetensors file is read as views of its memory map, not copies: their pages are
+    given back as a torch file's are, and the container is the one the library's copies give."""
+    from safetensors.numpy import save_file
+
+    from weightcodec.formats import safetensors_file
+
+    _, reference, _ = mapped
+    path = tmp_path / "m.safetensors"
+    save_file({"w": reference.numpy(), "small": np.ones(4, np.float32)}, str(path))
+    config = EncodeConfig(hevc=HevcSettings(qp=30))
+    calls = []
+    original = api.release_pages
+    monkeypatch.setattr(api, "release_pages", lambda t: calls.append(original(t)) or calls[-1])
+    mapped_bytes = encode(path, config=config, workers=1).data
+    assert calls and max(calls) >= 16 * 2**20 - 2 * 4096  # the big tensor, once planned and once coded
+    calls.clear()
+    monkeypatch.setattr(safetensors_file, "_same_ends", lambda array, view: False)  # the library's copies
+    assert encode(path, config=config, workers=1).data == mapped_bytes
+    assert calls and max(calls) == 0  # heap copies: nothing to give back

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.numpy import save_file
 from safetensors.torch import load_file
 
@@ -66,6 +67,49 @@ def test_numpy_read_only_when_numpy_has_every_dtype(tmp_path, mixed_file):
     save_torch_file({"w": torch.ones(4, 4, dtype=torch.bfloat16), "b": torch.ones(4)}, str(bf16))
     tensors, _ = read_safetensors(bf16, prefer_numpy=True)  # numpy has no bfloat16: torch for the whole file
     assert all(isinstance(t, torch.Tensor) for t in tensors.values())
+
+
+def test_numpy_read_maps_the_file_instead_of_copying_it(mixed_file):
+    """Every tensor is a read-only view of the file's memory map, in file order, with the values
+    (and bytes: NaNs, -0.0) the library's own copying read gives; nothing else in the file moves."""
+    from safetensors.numpy import load_file
+
+    from weightcodec.pages import _extent, file_mapping_of
+
+    tensors, _ = read_safetensors(mixed_file, prefer_numpy=True)
+    reference = load_file(str(mixed_file))
+    assert list(tensors) == list(safe_open(str(mixed_file), framework="numpy").offset_keys())
+    for name, array in tensors.items():
+        assert array.dtype == reference[name].dtype and array.shape == reference[name].shape, name
+        assert array.tobytes() == reference[name].tobytes(), name
+        assert not array.flags.writeable, name
+    big = tensors["fc1.weight"]
+    assert file_mapping_of(*_extent(big)) == str(mixed_file)
+
+
+def test_a_view_that_disagrees_with_the_library_is_never_used(mixed_file, monkeypatch):
+    """If the mapped bytes are not the library's (a file changed since it was validated), the read
+    falls back to the library's copies."""
+    from weightcodec.formats import safetensors_file
+
+    monkeypatch.setattr(safetensors_file, "_same_ends", lambda array, view: False)
+    tensors, _ = read_safetensors(mixed_file, prefer_numpy=True)
+    assert all(t.flags.writeable for t in tensors.values())  # the library's own (writable) copies
+    assert np.array_equal(tensors["fc1.weight"], mixed_state_dict()["fc1.weight"])
+
+
+def test_the_mapped_view_checks_its_ends_against_the_library(tmp_path):
+    from weightcodec.formats.safetensors_file import _same_ends
+
+    path = tmp_path / "m.safetensors"
+    save_file({"a": np.arange(12, dtype=np.float32).reshape(3, 4)}, str(path))
+    view = safe_open(str(path), framework="numpy").get_slice("a")
+    good = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert _same_ends(good, view)
+    for row in (0, 2):
+        bad = good.copy()
+        bad[row, 1] = -1
+        assert not _same_ends(bad, view)
 
 
 @pytest.mark.parametrize("policy", ["classic", "transformer"])

@@ -140,6 +140,50 @@ def test_sharded_folder_keeps_its_shards_and_index(tmp_path):
     transformers.AutoModel.from_pretrained(out, local_files_only=True)
 
 
+def test_a_folder_is_streamed_shard_by_shard_into_the_same_files(tmp_path, monkeypatch):
+    """`wcodec decode -o folder/` writes each shard a tensor at a time (api.decode_to_folder): the
+    same files, byte for byte, as decoding the whole model and writing it; a failure part way
+    leaves neither a folder nor a temporary."""
+    from weightcodec.outputs import save_decoded
+    from weightcodec.storage import hevc
+
+    source = make_folder(tmp_path, "llama", dtype=torch.bfloat16, shard="60KB")
+    packed = tmp_path / "m.wcodec"
+    cli("encode", source, "-o", packed, "-q")
+    header = api.read_header(packed)
+    assert len(header.model.shards) > 1
+    streamed = api.decode_to_folder(packed, tmp_path / "streamed", workers=2)
+    save_decoded(api.decode(packed), tmp_path / "whole")
+    files = sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "streamed") for p in (tmp_path / "streamed").rglob("*")
+                           if p.is_file())
+    for rel in files:
+        a, b = (tmp_path / "streamed" / rel).read_bytes(), (tmp_path / "whole" / rel).read_bytes()
+        if rel.suffix == ".safetensors":  # __metadata__ comes from a hash map: its keys in any order
+            whole = safetensors_torch.load_file(tmp_path / "whole" / rel)
+            data = sum(t.numel() * t.element_size() for t in whole.values())
+            assert len(a) == len(b) and a[-data:] == b[-data:], rel  # the same header length, the same data
+            assert safetensors_torch.load_file(tmp_path / "streamed" / rel).keys() == whole.keys()
+        else:
+            assert a == b, rel
+    assert streamed.tensors == len(header.tensors) and streamed.files == len(files)
+    original = hevc.decode
+    seen = []
+
+    def fail_late(entry, ctx):
+        seen.append(entry.name)
+        if len(seen) > 3:
+            raise OSError(28, "No space left on device")
+        return original(entry, ctx)
+
+    monkeypatch.setattr(hevc, "decode", fail_late)
+    with pytest.raises(OutputError, match="No space left on device"):
+        api.decode_to_folder(packed, tmp_path / "failed", workers=1)
+    assert len(seen) == 4  # it failed part way
+    assert not (tmp_path / "failed").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_folders_come_back_in_their_dtype(tmp_path, dtype):
     source = make_folder(tmp_path, "llama", dtype=dtype)

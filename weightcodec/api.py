@@ -527,6 +527,125 @@ def decode(
     return DecodeResult(state_dict, header, module, quantized, time.perf_counter() - started, files)
 
 
-__all__ = ["DecodeResult", "DecodedTensor", "EncodeReport", "EncodeResult", "LayerReport", "Notice", "decode",
-           "declared_output_bytes", "encode", "encode_planned", "iter_decode", "iter_decoded", "numpy_can_hold",
-           "read_header", "select_tensors"]
+@dataclass(frozen=True)
+class DecodedFile:
+    """What :func:`decode_to_safetensors` or :func:`decode_to_folder` wrote."""
+
+    path: Path
+    bytes: int
+    tensors: int
+    seconds: float
+    files: int = 1  # a folder: the files written in it
+
+
+def can_stream_to_safetensors(header: Header, only: str | Sequence[str] | None = None) -> bool:
+    """Whether :func:`decode_to_safetensors` can write these tensors (every dtype has a safetensors
+    name, and the installed safetensors can write a header from raw buffers)."""
+    from .formats.safetensors_file import streaming_available
+
+    return streaming_available() and all(DTYPES[t.dtype].safetensors for t in select_tensors(header, only))
+
+
+def decode_to_safetensors(
+    source: str | Path | bytes,
+    output: str | Path,
+    *,
+    only: str | Sequence[str] | None = None,
+    backend: str = "pyav",
+    workers: int | None = None,
+    max_output_bytes: int | None = None,
+    overwrite: bool = True,
+    progress: Progress | None = None,
+) -> DecodedFile:
+    """Decode a ``.wcodec`` file straight into one ``.safetensors`` file, a tensor at a time.
+
+    The same file as ``decode`` then writing its state_dict with safetensors (the same bytes: the
+    library lays it out), but no tensor is kept once written: peak memory is the tensors being
+    decoded (``workers`` of them) and alias targets, not the whole model, and writing overlaps
+    decoding. The input's ``__metadata__`` is kept (a single-file model). All or nothing: the
+    output appears complete or not at all (see :class:`~weightcodec.formats.SafetensorsStreamWriter`).
+    Errors as :func:`decode`, plus :class:`~weightcodec.errors.OutputError` for the destination.
+    """
+    from .formats.safetensors_file import SafetensorsStreamWriter
+
+    started = time.perf_counter()
+    with ContainerReader(source) as reader:
+        header = reader.header
+        entries = select_tensors(header, only)
+        _check_output_size(entries, max_output_bytes)
+        if not can_stream_to_safetensors(header, only):
+            raise ConfigError("these tensors cannot be streamed to a .safetensors file (a dtype safetensors "
+                              "cannot hold, or safetensors older than 0.8): decode() then save")
+        shards = header.model.shards
+        metadata = shards[0].metadata if len(shards) == 1 else None
+        layout = {t.name: (t.dtype, tuple(t.shape)) for t in entries}
+        arrays = "numpy" if numpy_can_hold(entries) else "torch"
+        with SafetensorsStreamWriter(output, layout, metadata, overwrite=overwrite) as writer:
+            for decoded in iter_decoded(reader, entries, backend=backend, workers=workers, progress=progress,
+                                        arrays=arrays, keep_quantized=False):
+                writer.write(decoded.name, decoded.tensor)
+                del decoded
+            size = writer.commit()
+    return DecodedFile(Path(output), size, len(entries), time.perf_counter() - started)
+
+
+def decode_to_folder(
+    source: str | Path | bytes,
+    output: str | Path,
+    *,
+    backend: str = "pyav",
+    workers: int | None = None,
+    max_output_bytes: int | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> DecodedFile:
+    """Decode a file that holds a Hugging Face model folder straight into that folder: each shard
+    is written a tensor at a time as in :func:`decode_to_safetensors` (the same files as ``decode``
+    then writing them, never the whole model in memory), then the carried files. All or nothing
+    (a temporary folder renamed into place). Errors as :func:`decode`; ConfigError if the file holds
+    no folder or a dtype cannot be streamed (:func:`can_stream_to_safetensors`)."""
+    from .formats.hf_folder import write_folder
+
+    started = time.perf_counter()
+    with ContainerReader(source) as reader:
+        header = reader.header
+        if header.model.kind != "hf-folder":
+            raise ConfigError(f"this file holds a {header.model.kind}, not a Hugging Face model folder")
+        if not can_stream_to_safetensors(header):
+            raise ConfigError("these tensors cannot be streamed to .safetensors files (a dtype safetensors "
+                              "cannot hold, or safetensors older than 0.8): decode() then save")
+        entries = list(header.tensors)
+        carried = header.model.files
+        _check_output_size(entries, max_output_bytes, extra=sum(f.size for f in carried))
+        place = {t.name: i for i, t in enumerate(entries)}
+        total = sum(t.numel for t in entries)
+        arrays = "numpy" if numpy_can_hold(entries) else "torch"
+        done_before = 0
+        if progress:
+            progress("", 0, total)
+
+        class Shards:
+            @staticmethod
+            def layout(shard):
+                return {name: (entries[place[name]].dtype, tuple(entries[place[name]].shape)) for name in shard.tensors}
+
+            @staticmethod
+            def tensors(shard):
+                nonlocal done_before
+                mine = sorted((entries[place[name]] for name in shard.tensors), key=lambda t: place[t.name])
+                offset = done_before
+                step = (lambda name, done, _: progress(name, offset + done, total)) if progress else None
+                for decoded in iter_decoded(reader, mine, backend=backend, workers=workers, progress=step,
+                                            arrays=arrays, keep_quantized=False):
+                    yield decoded.name, decoded.tensor
+                done_before += sum(t.numel for t in mine)
+
+        files = [(f.path, lambda f=f: reader.read(f.data, f"file {f.path!r}", f.size)) for f in carried]
+        written = write_folder(output, header.model.shards, Shards(), files, overwrite=overwrite)
+        size = sum(p.stat().st_size for p in Path(output).rglob("*") if p.is_file())
+    return DecodedFile(Path(output), size, len(entries), time.perf_counter() - started, files=len(written))
+
+
+__all__ = ["DecodeResult", "DecodedFile", "DecodedTensor", "EncodeReport", "EncodeResult", "LayerReport", "Notice",
+           "can_stream_to_safetensors", "decode", "decode_to_folder", "decode_to_safetensors", "declared_output_bytes",
+           "encode", "encode_planned", "iter_decode", "iter_decoded", "numpy_can_hold", "read_header", "select_tensors"]

@@ -11,7 +11,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .api import EncodeReport, decode, encode, numpy_can_hold, read_header, select_tensors
+from .api import (EncodeReport, can_stream_to_safetensors, decode, decode_to_folder, decode_to_safetensors, encode,
+                  numpy_can_hold, read_header, select_tensors)
 from .backends import available_backends
 from .policy import POLICIES
 from .config import (
@@ -474,9 +475,30 @@ def decode_command(file, output, as_state_dict, trust_pickle, backend, max_outpu
     exactly (norms, biases, integer and float8 tensors) come back bit for bit.
     """
     header = _run(read_header, file) if Path(file).is_file() else None
+    form = _run(check_decode_output, header, output, overwrite=force, partial=bool(only)) if header is not None else None
+    if form in ("safetensors", "folder") and _run(can_stream_to_safetensors, header, only or None):
+        # one tensor at a time into the file(s): the model is never held whole
+        bar, update = _progress(quiet, "decoding")
+        if bar:
+            bar.start()
+        try:
+            options = dict(backend=backend, workers=workers, max_output_bytes=max_output_size, overwrite=force,
+                           progress=update)
+            if form == "folder":
+                done = _run(decode_to_folder, file, output, **options)
+            else:
+                done = _run(decode_to_safetensors, file, output, only=only or None, **options)
+            _mark_written(output)
+        finally:
+            if bar:
+                bar.stop()
+        what = (f"Hugging Face model folder ({done.tensors} tensors, {done.files} files)" if form == "folder"
+                else f"safetensors file with {done.tensors} tensors")
+        console.print(f"wrote [bold]{output}[/]: {what}, {human_bytes(done.bytes)}, in {done.seconds:.2f} s",
+                      highlight=False)
+        return
     arrays = "torch"
     if header is not None:
-        form = _run(check_decode_output, header, output, overwrite=force, partial=bool(only))
         # a safetensors file of dtypes numpy has is written from numpy arrays: torch is never imported
         if form == "safetensors" and header.model.kind != "module" and \
                 numpy_can_hold(_run(select_tensors, header, only or None)):

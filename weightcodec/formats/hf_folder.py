@@ -31,12 +31,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import FormatError, ModelLoadError, OutputError
 from ..header import MAX_CARRIED_FILE_BYTES, MAX_FILES, MAX_SHARDS, ShardInfo, check_file_set, check_relative_path
 from ..report import Notice
-from .safetensors_file import SUFFIX, read_safetensors, write_safetensors_to
+from .safetensors_file import SUFFIX, SafetensorsStreamWriter, read_safetensors, write_safetensors_to
 
 if TYPE_CHECKING:
     import torch
@@ -225,17 +225,31 @@ def _write_new_file(folder: Path, rel: str, data: bytes) -> None:
         os.close(fd)
 
 
+class ShardSource(Protocol):
+    """Tensors handed over a shard at a time (:func:`write_folder` without the whole model)."""
+
+    def layout(self, shard: ShardInfo) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """``{name: (dtype, shape)}`` of the shard's tensors."""
+
+    def tensors(self, shard: ShardInfo) -> Iterable[tuple[str, object]]:
+        """``(name, tensor)`` for each of the shard's tensors, in any order."""
+
+
 def write_folder(
     path: str | os.PathLike[str],
     shards: Iterable[ShardInfo],
-    tensors: Mapping[str, torch.Tensor],
+    tensors: Mapping[str, torch.Tensor] | ShardSource,
     files: Iterable[tuple[str, Callable[[], bytes]]],
     *,
     overwrite: bool = False,
 ) -> list[str]:
-    """Write the shards (``save_file``) and the carried files into folder ``path``, all or nothing.
+    """Write the shards and the carried files into folder ``path``, all or nothing.
 
-    ``files`` are ``(relative path, function returning its bytes)``. Returns the relative paths written.
+    ``tensors``: every tensor by name (each shard written with ``save_file``), or a
+    :class:`ShardSource`, whose tensors are written into their shard one at a time as they come
+    (:class:`~weightcodec.formats.safetensors_file.SafetensorsStreamWriter`: the same file, and
+    no shard is ever held whole). ``files`` are ``(relative path, function returning its bytes)``.
+    Returns the relative paths written.
 
     Raises:
         OutputError: the destination cannot be written (see :func:`check_output_folder`).
@@ -249,7 +263,13 @@ def write_folder(
         for shard in shards:
             target = temp.joinpath(*shard.file.split("/"))
             target.parent.mkdir(parents=True, exist_ok=True)
-            write_safetensors_to(target, {name: tensors[name] for name in shard.tensors}, shard.metadata)
+            if isinstance(tensors, Mapping):
+                write_safetensors_to(target, {name: tensors[name] for name in shard.tensors}, shard.metadata)
+            else:
+                with SafetensorsStreamWriter(target, tensors.layout(shard), shard.metadata) as writer:
+                    for name, tensor in tensors.tensors(shard):
+                        writer.write(name, tensor)
+                    writer.commit()
             written.append(shard.file)
         for rel, read in files:
             _write_new_file(temp, rel, read())
@@ -279,5 +299,5 @@ def _replace_folder(new: Path, dest: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["FolderFile", "INDEX_SUFFIX", "OTHER_WEIGHT_PATTERNS", "WeightsLayout", "check_output_folder",
+__all__ = ["FolderFile", "INDEX_SUFFIX", "OTHER_WEIGHT_PATTERNS", "ShardSource", "WeightsLayout", "check_output_folder",
            "read_hf_folder", "write_folder"]
