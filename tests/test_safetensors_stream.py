@@ -160,3 +160,18 @@ def test_the_writer_refuses_what_its_layout_does_not_say(tmp_path):
     with pytest.raises(OutputError, match="exists"):
         SafetensorsStreamWriter(tmp_path / "x.safetensors", layout, overwrite=False)
     assert os.listdir(tmp_path) == ["x.safetensors"]
+
+
+def test_an_output_larger_than_the_free_space_fails_before_writing(tmp_path, monkeypatch):
+    """The zero-filled data area is written before anything is decoded: a file that declares more
+    bytes than the disk has free (a hostile header, or a full disk) is refused up front."""
+    import collections
+
+    statvfs = collections.namedtuple("statvfs", "f_bavail f_frsize")
+    monkeypatch.setattr(os, "statvfs", lambda path: statvfs(f_bavail=10, f_frsize=4096))
+    with pytest.raises(OutputError, match=r"need 1,048,576 bytes and .* has 40,960 free"):
+        SafetensorsStreamWriter(tmp_path / "x.safetensors", {"w": ("float32", (512, 512))})
+    assert os.listdir(tmp_path) == []
+    small = SafetensorsStreamWriter(tmp_path / "y.safetensors", {"w": ("float32", (16, 16))})
+    small.write("w", np.ones((16, 16), np.float32))
+    assert small.commit() > 1024

@@ -25,7 +25,7 @@ from .container import ContainerReader, ContainerWriter
 from .dtypes import DTYPES
 from .errors import ConfigError, ResourceLimitError, WeightcodecError
 from .header import CarriedFile, Header, ModelInfo, QuantInfo, TensorInfo
-from .atomic import atomic_write
+from .atomic import atomic_write, resolve_output
 from .modelio import LoadedModel, load_source, module_skeleton, rebuild_module
 from .pages import release as release_pages
 from .parallel import check_workers, default_workers, ordered_map, ordered_thread_map
@@ -566,6 +566,8 @@ def decode_to_safetensors(
     output appears complete or not at all (see :class:`~weightcodec.formats.SafetensorsStreamWriter`).
     Errors as :func:`decode`, plus :class:`~weightcodec.errors.OutputError` for the destination.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from .formats.safetensors_file import SafetensorsStreamWriter
 
     started = time.perf_counter()
@@ -580,12 +582,21 @@ def decode_to_safetensors(
         metadata = shards[0].metadata if len(shards) == 1 else None
         layout = {t.name: (t.dtype, tuple(t.shape)) for t in entries}
         arrays = "numpy" if numpy_can_hold(entries) else "torch"
-        with SafetensorsStreamWriter(output, layout, metadata, overwrite=overwrite) as writer:
+        resolve_output(output, overwrite=overwrite)  # a destination that cannot be written fails now
+        # the library writes the file's header and (zero) data area in a thread of its own while the
+        # first tensors decode (it releases the GIL): 67 MB took 0.12 s, 1/3 of the decode
+        prepare = ThreadPoolExecutor(1, thread_name_prefix="weightcodec-writer")
+        opened = prepare.submit(SafetensorsStreamWriter, output, layout, metadata, overwrite=overwrite)
+        try:
             for decoded in iter_decoded(reader, entries, backend=backend, workers=workers, progress=progress,
                                         arrays=arrays, keep_quantized=False):
-                writer.write(decoded.name, decoded.tensor)
+                opened.result().write(decoded.name, decoded.tensor)
                 del decoded
-            size = writer.commit()
+            size = opened.result().commit()
+        finally:
+            prepare.shutdown(wait=True)  # on an error: the writer is complete before it is removed
+            if opened.exception() is None:
+                opened.result().abort()  # after commit, nothing to do
     return DecodedFile(Path(output), size, len(entries), time.perf_counter() - started)
 
 

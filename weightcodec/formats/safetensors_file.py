@@ -256,6 +256,7 @@ class SafetensorsStreamWriter:
         self._handle = None
         try:
             sizes = {name: math.prod(shape) * DTYPES[dtype].itemsize for name, (dtype, shape) in layout.items()}
+            _check_free_space(self.target, sum(sizes.values()), path)
             zeros = mmap.mmap(-1, max([*sizes.values(), 1]))  # anonymous: reads as zeros, never resident
             try:
                 address = np.frombuffer(zeros, np.uint8).ctypes.data
@@ -363,6 +364,20 @@ class SafetensorsStreamWriter:
 
     def __exit__(self, kind, value, traceback) -> None:
         self.abort()  # not committed (an error, or no commit): nothing is left; after commit a no-op
+
+
+def _check_free_space(target: Path, needed: int, path) -> None:
+    """The file system of ``target`` has room for ``needed`` bytes (the data area is written whole
+    before any tensor is decoded: a file that declares more than the disk holds fails here, not
+    part way)."""
+    try:
+        stats = os.statvfs(target.parent)
+    except (OSError, AttributeError):  # no statvfs (Windows) or no answer: writing will tell
+        return
+    free = stats.f_bavail * stats.f_frsize
+    if needed > free:
+        raise OutputError(f"cannot write {path}: its tensors need {needed:,} bytes and {target.parent} "
+                          f"has {free:,} free")
 
 
 def _raw_bytes(tensor) -> np.ndarray:
