@@ -75,6 +75,31 @@ def test_chunked_dequantization_is_bit_identical(dtype, per_channel):
     assert torch.equal(quant.dequantize_to(scalar, scales[:1], dtype), torch.tensor(5 * scales[0]).to(dtype))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, np.dtype("float16"),
+                                   np.dtype("float32")], ids=str)
+@pytest.mark.parametrize("shape", [(300, 5000), (70, 4, 3)])  # several row chunks; a 3-D tensor's flattened columns
+def test_row_and_column_scales_dequantize_in_chunks_bit_identically(dtype, shape, monkeypatch):
+    """The row-and-column-scale decode (the Transformer policy's matrices) in row chunks gives the
+    bits of the whole-tensor float32 reconstruction it replaced (row scale, then column scale)."""
+    from weightcodec.colscales import apply_col_scales
+
+    monkeypatch.setattr(quant, "CHUNK_ELEMENTS", 1 << 16)  # many chunks even for these small tensors
+    rng = np.random.default_rng(5)
+    values = rng.integers(-127, 128, size=shape, dtype=np.int8)
+    rows = rng.uniform(1e-4, 1.0, size=shape[0]).astype(np.float32)
+    cols = rng.uniform(0.05, 20.0, size=math.prod(shape[1:])).astype(np.float32)
+    whole = apply_col_scales(quant.dequantize(values, rows), cols)
+    got = quant.dequantize_to(values, rows, dtype, col_scales=cols)
+    if isinstance(dtype, np.dtype):
+        assert got.dtype == dtype and got.tobytes() == whole.astype(dtype).tobytes()
+    else:
+        expected = torch.from_numpy(whole).to(dtype)
+        assert got.dtype == dtype and torch.equal(got.view(torch.uint8) if dtype == torch.bfloat16 else got,
+                                                  expected.view(torch.uint8) if dtype == torch.bfloat16 else expected)
+    with pytest.raises(ValueError, match="axis 0"):
+        quant.dequantize_to(values, rows[:2], dtype, axis=1, col_scales=cols)
+
+
 def test_nan_and_inf_are_refused_chunk_by_chunk():
     t = torch.zeros(3000, 2)
     t[2999, 1] = float("nan")

@@ -175,3 +175,22 @@ def test_an_output_larger_than_the_free_space_fails_before_writing(tmp_path, mon
     small = SafetensorsStreamWriter(tmp_path / "y.safetensors", {"w": ("float32", (16, 16))})
     small.write("w", np.ones((16, 16), np.float32))
     assert small.commit() > 1024
+
+
+def test_without_streaming_support_the_cli_writes_the_same_file_the_old_way(mixed, tmp_path, monkeypatch):
+    """safetensors < 0.8 has no TensorSpec: `wcodec decode -o x.safetensors` then decodes the whole
+    model and saves it, and the file is the same."""
+    from weightcodec.formats import safetensors_file
+
+    _, coded = mixed
+    streamed = tmp_path / "streamed.safetensors"
+    assert CliRunner().invoke(main, ["decode", str(coded), "-o", str(streamed), "-q"]).exit_code == 0
+    monkeypatch.setattr(safetensors_file, "streaming_available", lambda: False)
+    assert not api.can_stream_to_safetensors(api.read_header(coded))
+    called = []
+    original = api.decode
+    monkeypatch.setattr("weightcodec.cli.decode", lambda *a, **k: called.append(1) or original(*a, **k))
+    whole = tmp_path / "whole.safetensors"
+    run = CliRunner().invoke(main, ["decode", str(coded), "-o", str(whole), "-q"])
+    assert run.exit_code == 0, run.output
+    assert called and whole.read_bytes() == streamed.read_bytes()

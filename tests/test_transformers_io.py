@@ -152,7 +152,12 @@ def test_a_folder_is_streamed_shard_by_shard_into_the_same_files(tmp_path, monke
     cli("encode", source, "-o", packed, "-q")
     header = api.read_header(packed)
     assert len(header.model.shards) > 1
-    streamed = api.decode_to_folder(packed, tmp_path / "streamed", workers=2)
+    calls = []
+    streamed = api.decode_to_folder(packed, tmp_path / "streamed", workers=2,
+                                    progress=lambda name, done, total: calls.append((done, total)))
+    total = sum(t.numel for t in header.tensors)
+    assert calls[0] == (0, total) and calls[-1] == (total, total)  # counted over the whole file, not per shard
+    assert all(a[0] <= b[0] for a, b in zip(calls, calls[1:])) and {t for _, t in calls} == {total}
     save_decoded(api.decode(packed), tmp_path / "whole")
     files = sorted(p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole").rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(tmp_path / "streamed") for p in (tmp_path / "streamed").rglob("*")

@@ -600,6 +600,34 @@ def decode_to_safetensors(
     return DecodedFile(Path(output), size, len(entries), time.perf_counter() - started)
 
 
+class _ShardDecoder:
+    """A file's tensors a shard at a time (a :class:`~weightcodec.formats.hf_folder.ShardSource`):
+    each shard's tensors decoded in file order, progress counted over the whole file."""
+
+    def __init__(self, reader: ContainerReader, entries: list[TensorInfo], *, backend: str,
+                 workers: int | None, progress: Progress | None) -> None:
+        self.reader, self.entries, self.backend, self.workers, self.progress = reader, entries, backend, workers, progress
+        self.place = {t.name: i for i, t in enumerate(entries)}
+        self.arrays = "numpy" if numpy_can_hold(entries) else "torch"
+        self.total = sum(t.numel for t in entries)
+        self.done = 0
+        if progress:
+            progress("", 0, self.total)
+
+    def layout(self, shard) -> dict[str, tuple[str, tuple[int, ...]]]:
+        return {name: (self.entries[self.place[name]].dtype, tuple(self.entries[self.place[name]].shape))
+                for name in shard.tensors}
+
+    def tensors(self, shard) -> Iterator[tuple[str, object]]:
+        mine = sorted((self.entries[self.place[name]] for name in shard.tensors), key=lambda t: self.place[t.name])
+        before = self.done
+        step = (lambda name, done, _: self.progress(name, before + done, self.total)) if self.progress else None
+        for decoded in iter_decoded(self.reader, mine, backend=self.backend, workers=self.workers, progress=step,
+                                    arrays=self.arrays, keep_quantized=False):
+            yield decoded.name, decoded.tensor
+        self.done = before + sum(t.numel for t in mine)
+
+
 def decode_to_folder(
     source: str | Path | bytes,
     output: str | Path,
@@ -628,31 +656,9 @@ def decode_to_folder(
         entries = list(header.tensors)
         carried = header.model.files
         _check_output_size(entries, max_output_bytes, extra=sum(f.size for f in carried))
-        place = {t.name: i for i, t in enumerate(entries)}
-        total = sum(t.numel for t in entries)
-        arrays = "numpy" if numpy_can_hold(entries) else "torch"
-        done_before = 0
-        if progress:
-            progress("", 0, total)
-
-        class Shards:
-            @staticmethod
-            def layout(shard):
-                return {name: (entries[place[name]].dtype, tuple(entries[place[name]].shape)) for name in shard.tensors}
-
-            @staticmethod
-            def tensors(shard):
-                nonlocal done_before
-                mine = sorted((entries[place[name]] for name in shard.tensors), key=lambda t: place[t.name])
-                offset = done_before
-                step = (lambda name, done, _: progress(name, offset + done, total)) if progress else None
-                for decoded in iter_decoded(reader, mine, backend=backend, workers=workers, progress=step,
-                                            arrays=arrays, keep_quantized=False):
-                    yield decoded.name, decoded.tensor
-                done_before += sum(t.numel for t in mine)
-
+        shards = _ShardDecoder(reader, entries, backend=backend, workers=workers, progress=progress)
         files = [(f.path, lambda f=f: reader.read(f.data, f"file {f.path!r}", f.size)) for f in carried]
-        written = write_folder(output, header.model.shards, Shards(), files, overwrite=overwrite)
+        written = write_folder(output, header.model.shards, shards, files, overwrite=overwrite)
         size = sum(p.stat().st_size for p in Path(output).rglob("*") if p.is_file())
     return DecodedFile(Path(output), size, len(entries), time.perf_counter() - started, files=len(written))
 

@@ -220,6 +220,10 @@ def save_safetensors(path: str | os.PathLike[str], tensors: Mapping[str, torch.T
     return size
 
 
+#: tensors at least this big are sent on to disk as soon as they are written (see ``write``)
+WRITEBACK_BYTES = 16 << 20
+
+
 def streaming_available() -> bool:
     """Whether this safetensors can write a file's header from raw buffers (``TensorSpec``, 0.8+),
     which :class:`SafetensorsStreamWriter` needs."""
@@ -299,7 +303,8 @@ class SafetensorsStreamWriter:
             raise OutputError(f"cannot write {self.path}: tensor {name!r} is {tensor.dtype} "
                               f"{tuple(tensor.shape)}, its layout says {dtype} {tuple(shape)}")
         data = _raw_bytes(tensor)
-        offset, nbytes = self._places[name]
+        start, nbytes = self._places[name]
+        offset = start
         assert data.nbytes == nbytes  # dtype and shape checked above
         try:
             view = memoryview(data).cast("B")
@@ -312,6 +317,11 @@ class SafetensorsStreamWriter:
         if data.size and not self._landed(name, tensor):
             self.abort()  # pragma: no cover - the layout is the library's
             raise OutputError(f"cannot write {self.path}: tensor {name!r} did not land where the library reads it")
+        if nbytes >= WRITEBACK_BYTES and hasattr(os, "posix_fadvise"):
+            # start writing a big tensor to disk now (Linux starts writeback of dirty pages on
+            # DONTNEED), so that the sync at the end has little left: 1 B Llama shape, 2.2 GB
+            # out, that sync 1.24 -> 0.54 s and the whole decode 26.6 -> 24.6 s
+            os.posix_fadvise(self._fd, start, nbytes, os.POSIX_FADV_DONTNEED)
         self._written.add(name)
 
     def _landed(self, name: str, tensor) -> bool:

@@ -33,17 +33,17 @@ def restore(entry: TensorInfo, values: np.ndarray, scales: np.ndarray,
     """Dequantize int8 ``values`` (already in the tensor's shape) to the entry's dtype: a torch
     tensor, or with ``numpy`` a numpy array (the same values)."""
     q = QuantizedTensor(values, scales, entry.quant.granularity, entry.quant.axis, zero_points, col_scales=col_scales)
-    if zero_points is not None or col_scales is not None:
-        # affine: (q - zero point) x scale; column scales: row scale then column scale; in float32 (FORMAT.md 5.2)
-        weights = dequantize_affine(values, q.scales, zero_points, axis=q.axis) if zero_points is not None \
-            else q.dequantize()
+    if zero_points is not None:
+        # affine: (q - zero point) x scale, in float32 (FORMAT.md 5.2)
+        weights = dequantize_affine(values, q.scales, zero_points, axis=q.axis)
         if numpy:
             return weights.astype(np.dtype(entry.dtype), copy=False), q
         import torch
 
         return torch.from_numpy(weights).to(DTYPES[entry.dtype].torch), q
+    # column scales: row scale then column scale, in float32 (FORMAT.md 5.2), a row chunk at a time
     dtype = np.dtype(entry.dtype) if numpy else DTYPES[entry.dtype].torch
-    return dequantize_to(values, q.scales, dtype, axis=q.axis), q
+    return dequantize_to(values, q.scales, dtype, axis=q.axis, col_scales=col_scales), q
 
 
 def decode(entry: TensorInfo, ctx: DecodeContext):
