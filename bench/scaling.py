@@ -84,6 +84,30 @@ def make_checkpoint(path: Path, size: str, seed: int = 0) -> dict:
     return facts
 
 
+def libavcodec_seconds(wcodec: Path, workdir: Path, threads: int) -> dict:
+    """The codec alone on the file's own HEVC streams: ``ffmpeg -threads N -i streams.hevc -f null -``
+    (libavcodec, the decoder PyAV wraps; the streams concatenated, the decoder re-initialised where
+    the picture size changes), timed from start to exit as the ``wcodec decode`` rows are."""
+    import subprocess
+    import time
+
+    from weightcodec.backends.ffmpeg_cli import find_ffmpeg
+    from weightcodec.container import ContainerReader
+
+    streams = workdir / "streams.hevc"
+    with ContainerReader(wcodec) as reader, open(streams, "wb") as out:
+        for entry in reader.header.tensors:
+            if entry.storage == "hevc":
+                out.write(reader.read(entry.data, "stream"))
+    started = time.perf_counter()
+    subprocess.run([find_ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", str(threads),
+                    "-i", str(streams), "-f", "null", "-"], check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    size = streams.stat().st_size
+    streams.unlink()
+    return {"wall_seconds": round(seconds, 3), "stream_bytes": size, "threads": threads}
+
+
 def run(sizes: list[str], engines: list[str], wait: float, workdir: Path, qp: int, verify: bool = True,
         input_format: str = "pt") -> dict:
     cores = default_workers()
@@ -113,6 +137,10 @@ def run(sizes: list[str], engines: list[str], wait: float, workdir: Path, qp: in
                                                                "load_after": loadavg()},
                        "wcodec_bytes": out.stat().st_size, "bits_per_weight": 8 * out.stat().st_size / facts["weights"],
                        "memory_target_mb": round(target_mb, 1)}
+                if engine == engines[0]:  # the file is the same bytes for every engine
+                    row["libavcodec_decode"] = libavcodec_seconds(out, workdir, cores)
+                    row["libavcodec_decode"]["wcodec_decode_ratio"] = round(
+                        dec["wall_seconds"] / row["libavcodec_decode"]["wall_seconds"], 3)
                 for key, r in (("encode", enc), ("decode", dec)):
                     row[key] = {k: v for k, v in r.items() if k not in ("stdout", "stderr")}
                     row[key]["mb_per_s"] = round(facts["weights"] / r["wall_seconds"] / 1e6, 3)
