@@ -89,7 +89,8 @@ def read_safetensors(path: str | os.PathLike[str], *,
         with handle:
             metadata = handle.metadata()
             names = list(handle.offset_keys()) if hasattr(handle, "offset_keys") else list(handle.keys())
-            mapped = _mapped_arrays(path, handle, names) if as_numpy else None
+            # the views need the tensors in file order, which only offset_keys() gives
+            mapped = _mapped_arrays(path, handle, names) if as_numpy and hasattr(handle, "offset_keys") else None
             for name in names:
                 tensors[name] = mapped[name] if mapped is not None else handle.get_tensor(name)
     except FileNotFoundError:
