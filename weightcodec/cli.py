@@ -472,7 +472,9 @@ def decode_command(file, output, as_state_dict, trust_pickle, backend, max_outpu
     -o x.pt / -o x.safetensors always write a state_dict in that format instead.
 
     Quantized weights come back dequantized (int8 x scale) in their original dtype; weights stored
-    exactly (norms, biases, integer and float8 tensors) come back bit for bit.
+    exactly (norms, biases, integer and float8 tensors) come back bit for bit. A .safetensors file
+    or a folder is written tensor by tensor as they are decoded (memory: the tensors in hand, not
+    the model); a .pt file is written whole by torch.save.
     """
     header = _run(read_header, file) if Path(file).is_file() else None
     form = _run(check_decode_output, header, output, overwrite=force, partial=bool(only)) if header is not None else None
