@@ -270,8 +270,7 @@ class SafetensorsStreamWriter:
                          for name, (dtype, shape) in layout.items()}
                 library.serialize_file(specs, self._temp, metadata=dict(metadata) if metadata else None)
             finally:
-                del specs, address
-                zeros.close()
+                zeros.close()  # the specs hold its address only, no buffer export: it closes
             numpy_only = all(DTYPES[dtype].numpy for dtype, _ in layout.values())
             self._handle = library.safe_open(self._temp, framework="numpy" if numpy_only else "pt")
             names = list(self._handle.offset_keys())
