@@ -26,3 +26,17 @@ def smooth_matrix(rows: int, cols: int, seed: int = 0) -> np.ndarray:
     base = rng.normal(0, 1, (rows, cols))
     base += 0.5 * rng.normal(0, 1, (rows, 1)) + 0.5 * rng.normal(0, 1, (1, cols))
     return (0.05 * base).astype(np.float32)
+
+
+def interrupt_decoding_of(monkeypatch, name: str) -> None:
+    """Make decoding the HEVC tensor ``name`` raise KeyboardInterrupt (Ctrl-C part way through)."""
+    from weightcodec.storage import hevc
+
+    original = hevc.decode
+
+    def interrupt(entry, ctx):
+        if entry.name == name:
+            raise KeyboardInterrupt
+        return original(entry, ctx)
+
+    monkeypatch.setattr(hevc, "decode", interrupt)

@@ -84,6 +84,6 @@ def test_encoding_a_safetensors_path_gives_pages_back_and_writes_the_same_bytes(
     mapped_bytes = encode(path, config=config, workers=1).data
     assert calls and max(calls) >= 16 * 2**20 - 2 * 4096  # the big tensor, once planned and once coded
     calls.clear()
-    monkeypatch.setattr(safetensors_file, "_same_ends", lambda array, view: False)  # the library's copies
+    monkeypatch.setattr(safetensors_file, "_library_reads", lambda handle, name, array: False)  # the library's copies
     assert encode(path, config=config, workers=1).data == mapped_bytes
     assert calls and max(calls) == 0  # heap copies: nothing to give back

@@ -13,13 +13,12 @@ from click.testing import CliRunner
 from safetensors import safe_open
 from safetensors.numpy import save_file as save_numpy_file
 
-from tests.helpers import smooth_matrix
+from tests.helpers import interrupt_decoding_of, smooth_matrix
 from weightcodec import EncodeConfig, HevcSettings, api, decode, encode
 from weightcodec.cli import main
 from weightcodec.container import ContainerReader
 from weightcodec.errors import FormatError, OutputError
 from weightcodec.formats.safetensors_file import SafetensorsStreamWriter, save_safetensors
-from weightcodec.storage import hevc
 
 CONFIG = EncodeConfig(hevc=HevcSettings(qp=30))
 
@@ -49,8 +48,7 @@ def mixed(tmp_path_factory):
 
 def _saved_the_old_way(coded, path, **kwargs):
     result = decode(coded, keep_quantized=False, as_state_dict=True, **kwargs)
-    save_safetensors(path, result.state_dict, result.header.model.shards[0].metadata
-                     if len(result.header.model.shards) == 1 else None)
+    save_safetensors(path, result.state_dict, result.header.model.file_metadata)
     return path.read_bytes()
 
 
@@ -116,14 +114,7 @@ def test_a_failure_part_way_leaves_nothing_and_the_old_file_as_it_was(mixed, tmp
     _, coded = mixed
     out = tmp_path / "out.safetensors"
     out.write_bytes(b"the user's old file")
-    original = hevc.decode
-
-    def fail_on_layer_1(entry, ctx):
-        if entry.name == "layers.1.weight":
-            raise KeyboardInterrupt
-        return original(entry, ctx)
-
-    monkeypatch.setattr(hevc, "decode", fail_on_layer_1)
+    interrupt_decoding_of(monkeypatch, "layers.1.weight")
     run = CliRunner().invoke(main, ["decode", str(coded), "-o", str(out), "-f", "--workers", "2"])
     assert run.exit_code == 130 and "nothing was written" in run.output
     assert os.listdir(tmp_path) == ["out.safetensors"] and out.read_bytes() == b"the user's old file"

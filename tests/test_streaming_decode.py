@@ -13,9 +13,8 @@ from weightcodec import EncodeConfig, HevcSettings, api, decode, encode
 from weightcodec.cli import main
 from weightcodec.container import ContainerReader
 from weightcodec.errors import ConfigError, FormatError
-from weightcodec.storage import hevc
 
-from tests.helpers import smooth_matrix
+from tests.helpers import interrupt_decoding_of, smooth_matrix
 
 
 @pytest.fixture(scope="module")
@@ -130,14 +129,7 @@ def test_cli_decode_only_and_workers(wcodec_file, tmp_path):
 
 
 def test_an_interrupted_decode_writes_nothing(wcodec_file, tmp_path, monkeypatch):
-    original = hevc.decode
-
-    def interrupt_on_layer_2(entry, ctx):
-        if entry.name == "layers.2.weight":
-            raise KeyboardInterrupt
-        return original(entry, ctx)
-
-    monkeypatch.setattr(hevc, "decode", interrupt_on_layer_2)
+    interrupt_decoding_of(monkeypatch, "layers.2.weight")
     out = tmp_path / "out.pt"
     run = CliRunner().invoke(main, ["decode", str(wcodec_file), "-o", str(out), "--workers", "2"])
     assert run.exit_code == 130 and "nothing was written" in run.output

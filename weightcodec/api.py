@@ -546,6 +546,17 @@ def can_stream_to_safetensors(header: Header, only: str | Sequence[str] | None =
     return streaming_available() and all(DTYPES[t.dtype].safetensors for t in select_tensors(header, only))
 
 
+def _require_streamable(header: Header, only: str | Sequence[str] | None) -> None:
+    if not can_stream_to_safetensors(header, only):
+        raise ConfigError("these tensors cannot be streamed to .safetensors (a dtype safetensors cannot hold, "
+                          "or safetensors older than 0.8): decode() then save")
+
+
+def _layout(entries: Sequence[TensorInfo]) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """``{name: (dtype, shape)}``: what :class:`~weightcodec.formats.SafetensorsStreamWriter` lays out."""
+    return {t.name: (t.dtype, tuple(t.shape)) for t in entries}
+
+
 def decode_to_safetensors(
     source: str | Path | bytes,
     output: str | Path,
@@ -575,18 +586,14 @@ def decode_to_safetensors(
         header = reader.header
         entries = select_tensors(header, only)
         _check_output_size(entries, max_output_bytes)
-        if not can_stream_to_safetensors(header, only):
-            raise ConfigError("these tensors cannot be streamed to a .safetensors file (a dtype safetensors "
-                              "cannot hold, or safetensors older than 0.8): decode() then save")
-        shards = header.model.shards
-        metadata = shards[0].metadata if len(shards) == 1 else None
-        layout = {t.name: (t.dtype, tuple(t.shape)) for t in entries}
+        _require_streamable(header, only)
         arrays = "numpy" if numpy_can_hold(entries) else "torch"
         resolve_output(output, overwrite=overwrite)  # a destination that cannot be written fails now
         # the library writes the file's header and (zero) data area in a thread of its own while the
         # first tensors decode (it releases the GIL): 67 MB took 0.12 s, 1/3 of the decode
         prepare = ThreadPoolExecutor(1, thread_name_prefix="weightcodec-writer")
-        opened = prepare.submit(SafetensorsStreamWriter, output, layout, metadata, overwrite=overwrite)
+        opened = prepare.submit(SafetensorsStreamWriter, output, _layout(entries), header.model.file_metadata,
+                                overwrite=overwrite)
         try:
             for decoded in iter_decoded(reader, entries, backend=backend, workers=workers, progress=progress,
                                         arrays=arrays, keep_quantized=False):
@@ -614,12 +621,15 @@ class _ShardDecoder:
         if progress:
             progress("", 0, self.total)
 
+    def _mine(self, shard) -> list[TensorInfo]:
+        """The shard's entries, in file order."""
+        return sorted((self.entries[self.place[name]] for name in shard.tensors), key=lambda t: self.place[t.name])
+
     def layout(self, shard) -> dict[str, tuple[str, tuple[int, ...]]]:
-        return {name: (self.entries[self.place[name]].dtype, tuple(self.entries[self.place[name]].shape))
-                for name in shard.tensors}
+        return _layout(self._mine(shard))
 
     def tensors(self, shard) -> Iterator[tuple[str, object]]:
-        mine = sorted((self.entries[self.place[name]] for name in shard.tensors), key=lambda t: self.place[t.name])
+        mine = self._mine(shard)
         before = self.done
         step = (lambda name, done, _: self.progress(name, before + done, self.total)) if self.progress else None
         for decoded in iter_decoded(self.reader, mine, backend=self.backend, workers=self.workers, progress=step,
@@ -650,9 +660,7 @@ def decode_to_folder(
         header = reader.header
         if header.model.kind != "hf-folder":
             raise ConfigError(f"this file holds a {header.model.kind}, not a Hugging Face model folder")
-        if not can_stream_to_safetensors(header):
-            raise ConfigError("these tensors cannot be streamed to .safetensors files (a dtype safetensors "
-                              "cannot hold, or safetensors older than 0.8): decode() then save")
+        _require_streamable(header, None)
         entries = list(header.tensors)
         carried = header.model.files
         _check_output_size(entries, max_output_bytes, extra=sum(f.size for f in carried))

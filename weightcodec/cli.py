@@ -31,7 +31,7 @@ from .atomic import resolve_output
 from .errors import NotAWcodecFileError, WeightcodecError
 from .measure import human_bytes
 from .modelio import check_model_path
-from .outputs import check_output as check_decode_output, save_decoded
+from .outputs import Written, check_output as check_decode_output, save_decoded
 
 # Wide tables when piped (rich assumes 80 columns without a terminal).
 class _LazyConsole:
@@ -478,47 +478,36 @@ def decode_command(file, output, as_state_dict, trust_pickle, backend, max_outpu
     """
     header = _run(read_header, file) if Path(file).is_file() else None
     form = _run(check_decode_output, header, output, overwrite=force, partial=bool(only)) if header is not None else None
-    if form in ("safetensors", "folder") and _run(can_stream_to_safetensors, header, only or None):
-        # one tensor at a time into the file(s): the model is never held whole
-        bar, update = _progress(quiet, "decoding")
-        if bar:
-            bar.start()
-        try:
+    # a .safetensors file or a folder is written one tensor at a time: the model is never held whole
+    streamed = form in ("safetensors", "folder") and _run(can_stream_to_safetensors, header, only or None)
+    # a safetensors file of dtypes numpy has is written from numpy arrays: torch is never imported
+    arrays = "numpy" if form == "safetensors" and header.model.kind != "module" and \
+        numpy_can_hold(_run(select_tensors, header, only or None)) else "torch"
+    bar, update = _progress(quiet, "decoding")
+    if bar:
+        bar.start()
+    try:
+        if streamed:
             options = dict(backend=backend, workers=workers, max_output_bytes=max_output_size, overwrite=force,
                            progress=update)
             if form == "folder":
                 done = _run(decode_to_folder, file, output, **options)
             else:
                 done = _run(decode_to_safetensors, file, output, only=only or None, **options)
-            _mark_written(output)
-        finally:
-            if bar:
-                bar.stop()
-        what = (f"Hugging Face model folder ({done.tensors} tensors, {done.files} files)" if form == "folder"
-                else f"safetensors file with {done.tensors} tensors")
-        console.print(f"wrote [bold]{output}[/]: {what}, {human_bytes(done.bytes)}, in {done.seconds:.2f} s",
-                      highlight=False)
-        return
-    arrays = "torch"
-    if header is not None:
-        # a safetensors file of dtypes numpy has is written from numpy arrays: torch is never imported
-        if form == "safetensors" and header.model.kind != "module" and \
-                numpy_can_hold(_run(select_tensors, header, only or None)):
-            arrays = "numpy"
-    bar, update = _progress(quiet, "decoding")
-    if bar:
-        bar.start()
-    try:
-        result = _run(decode, file, backend=backend, trust_pickle=trust_pickle, as_state_dict=as_state_dict,
-                      max_output_bytes=max_output_size, only=only or None, workers=workers, keep_quantized=False,
-                      progress=update, arrays=arrays)
-        written = _run(save_decoded, result, output, overwrite=force, partial=bool(only))
+            what = "Hugging Face model folder" if form == "folder" else "safetensors file"
+            written, tensors, seconds = Written(output, form, what, done.bytes, done.files), done.tensors, done.seconds
+        else:
+            result = _run(decode, file, backend=backend, trust_pickle=trust_pickle, as_state_dict=as_state_dict,
+                          max_output_bytes=max_output_size, only=only or None, workers=workers, keep_quantized=False,
+                          progress=update, arrays=arrays)
+            written = _run(save_decoded, result, output, overwrite=force, partial=bool(only))
+            tensors, seconds = len(result.state_dict), result.seconds
         _mark_written(output)
     finally:
         if bar:
             bar.stop()
-    console.print(f"wrote [bold]{output}[/]: {written.describe(len(result.state_dict))}, "
-                  f"{human_bytes(written.bytes)}, in {result.seconds:.2f} s", highlight=False)
+    console.print(f"wrote [bold]{output}[/]: {written.describe(tensors)}, "
+                  f"{human_bytes(written.bytes)}, in {seconds:.2f} s", highlight=False)
 
 
 @main.command("info")

@@ -521,6 +521,11 @@ class ModelInfo:
     shards: tuple[ShardInfo, ...] = ()  # "safetensors" (exactly one), "hf-folder" (one or more)
     files: tuple[CarriedFile, ...] = ()  # "hf-folder": the other files of the folder
 
+    @property
+    def file_metadata(self) -> dict[str, str] | None:
+        """The ``__metadata__`` a single output file keeps: its one shard's (None for several, or none)."""
+        return self.shards[0].metadata if len(self.shards) == 1 else None
+
     def to_json(self) -> dict:
         out: dict[str, Any] = {"kind": self.kind}
         if self.class_name is not None:

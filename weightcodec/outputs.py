@@ -90,9 +90,7 @@ def save_decoded(result, output: str | os.PathLike[str], *, overwrite: bool = Tr
         size = sum(p.stat().st_size for p in output.rglob("*") if p.is_file())
         return Written(output, form, "Hugging Face model folder", size, len(written))
     if form == "safetensors":
-        shards = header.model.shards
-        metadata = shards[0].metadata if len(shards) == 1 else None
-        size = save_safetensors(output, result.state_dict, metadata, overwrite=overwrite)
+        size = save_safetensors(output, result.state_dict, header.model.file_metadata, overwrite=overwrite)
         return Written(output, form, "safetensors file", size)
     size = save_torch(result.model, output, overwrite=overwrite)
     return Written(output, form, "nn.Module" if result.module is not None else "state_dict", size)

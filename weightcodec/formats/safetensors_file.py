@@ -135,20 +135,20 @@ def _mapped_arrays(path: Path, handle, names: list[str]) -> "OrderedDict[str, np
     arrays: OrderedDict[str, np.ndarray] = OrderedDict()
     for name, dtype, shape, begin, nbytes in layout:
         array = data[begin:begin + nbytes].view(dtype).reshape(shape)
-        if array.size and not _same_ends(array, handle.get_slice(name)):
+        if array.size and not _library_reads(handle, name, array):
             return None
         arrays[name] = array
     return arrays
 
 
-def _same_ends(array: np.ndarray, view) -> bool:
-    """``array``'s first and last rows hold the bytes the library reads there."""
-    if array.ndim == 0:
-        return True
-    for index in (slice(0, 1), slice(array.shape[0] - 1, array.shape[0])):
-        if np.ascontiguousarray(array[index]).tobytes() != np.ascontiguousarray(view[index]).tobytes():
-            return False
-    return True
+def _library_reads(handle, name: str, tensor) -> bool:
+    """The library reads ``tensor``'s bytes from the file at its first and last rows (a scalar:
+    itself), i.e. ``tensor`` is where the library says tensor ``name`` is."""
+    if tensor.ndim == 0:
+        return _raw_bytes(tensor).tobytes() == _raw_bytes(handle.get_tensor(name)).tobytes()
+    view = handle.get_slice(name)
+    return all(_raw_bytes(tensor[index]).tobytes() == _raw_bytes(view[index]).tobytes()
+               for index in (slice(0, 1), slice(tensor.shape[0] - 1, tensor.shape[0])))
 
 
 def _all_numpy(tensors: Mapping[str, object]) -> bool:
@@ -325,13 +325,8 @@ class SafetensorsStreamWriter:
         self._written.add(name)
 
     def _landed(self, name: str, tensor) -> bool:
-        """The library reads ``tensor``'s first and last rows (a scalar: itself) back from the file."""
         try:
-            if tensor.ndim == 0:
-                return _raw_bytes(tensor).tobytes() == _raw_bytes(self._handle.get_tensor(name)).tobytes()
-            view = self._handle.get_slice(name)
-            return all(_raw_bytes(tensor[index]).tobytes() == _raw_bytes(view[index]).tobytes()
-                       for index in (slice(0, 1), slice(tensor.shape[0] - 1, tensor.shape[0])))
+            return _library_reads(self._handle, name, tensor)
         except Exception:  # noqa: BLE001 - a dtype the library cannot slice: nothing to compare with
             return True
 
